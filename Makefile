@@ -1,0 +1,70 @@
+# Two commands matter on a fresh machine: `make demo` and `make test`.
+# Everything they need is installed from here (pip, apt-get, go), never by hand.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Control-plane binaries are built once per version and cached outside the tree.
+export RHEOSTAT_CACHE ?= $(HOME)/.cache/rheostat
+
+.PHONY: help venv demo test unit integration lint crd cluster-up cluster-down \
+        control-plane test-deps bench bench-smoke run install clean
+
+help:
+	@echo "make demo         run a real study on this machine (examples/digits.yaml)"
+	@echo "make test         lint + unit + integration on a real control plane"
+	@echo "make cluster-up   start the test control plane and print its kubeconfig"
+	@echo "make bench        run the benchmarks and rewrite bench/results/"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/rheostat run examples/digits.yaml --workdir runs/digits
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+crd: $(STAMP)
+	$(VENV)/bin/rheostat crd > crds/rheostat.dev.yaml
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit tests/e2e
+
+# System packages (Prometheus) and the control plane, built from Go modules.
+test-deps:
+	bash hack/install-test-deps.sh
+
+control-plane: test-deps
+	bash hack/build-control-plane.sh
+
+integration: $(STAMP) control-plane
+	$(PY) -m pytest tests/integration
+
+test: $(STAMP) control-plane lint
+	$(PY) -m pytest tests
+
+cluster-up: $(STAMP) control-plane
+	$(PY) -m tests.cluster up
+
+cluster-down: $(STAMP)
+	$(PY) -m tests.cluster down
+
+bench: $(STAMP)
+	$(PY) -m bench.run --full
+
+bench-smoke: $(STAMP)
+	$(PY) -m bench.run --smoke
+
+clean:
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Backends turn the engine's actions into processes or Kubernetes objects."""

@@ -1,0 +1,1 @@
+"""Local backend: trials as processes on this machine, the study in SQLite."""

@@ -1,0 +1,139 @@
+"""PNG plots of a study: the pictures people look at before they read a table.
+
+- lr_range_test.png: loss against learning rate (log scale), raw and smoothed, every
+  rule's suggestion marked, the chosen one highlighted and the narrowed range shaded.
+- history.png: each trial's objective by trial number, coloured by state, with the
+  best-so-far line.
+- intermediate.png: every trial's intermediate objective by step; pruned trials stop
+  early, which is the point of pruning.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from rheostat.engine import Engine
+from rheostat.lr_range import LrRangeResult
+
+STATE_COLOURS = {"complete": "tab:blue", "pruned": "tab:orange", "failed": "tab:red"}
+
+
+def plot_lr_range(result: LrRangeResult, path: Path, narrowed: tuple[float, float] | None) -> Path:
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    axes.plot(result.lrs, result.losses, color="0.75", linewidth=1, label="loss (raw)")
+    axes.plot(result.lrs, result.smoothed, color="tab:blue", linewidth=2, label="loss (smoothed)")
+    for name, lr in sorted(result.suggestions.items()):
+        chosen = name == result.rule
+        axes.axvline(
+            lr,
+            color="tab:red" if chosen else "0.5",
+            linestyle="-" if chosen else ":",
+            linewidth=2 if chosen else 1,
+            label=f"{name}: {lr:.3g}" + (" (used)" if chosen else ""),
+        )
+    if narrowed is not None:
+        axes.axvspan(
+            narrowed[0], narrowed[1], color="tab:green", alpha=0.12, label="narrowed range"
+        )
+    axes.set_xscale("log")
+    finite = [v for v in result.smoothed if math.isfinite(v)]
+    if finite:
+        low = min(finite)
+        axes.set_ylim(bottom=low - 0.05 * abs(low), top=max(result.smoothed[0] * 1.5, low + 1e-9))
+    axes.set_xlabel("learning rate")
+    axes.set_ylabel("training loss")
+    axes.set_title("LR range test")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_history(engine: Engine, path: Path) -> Path:
+    metric = engine.spec.objective.metric
+    maximize = engine.spec.objective.direction == "maximize"
+    trials = [t for t in engine.trials() if t.state != "running"]
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for state, colour in STATE_COLOURS.items():
+        points = [
+            (t.number, t.value if t.value is not None else _last(t.intermediate))
+            for t in trials
+            if t.state == state
+        ]
+        kept = [(n, v) for n, v in points if v is not None]
+        if kept:
+            xs = [n for n, _ in kept]
+            ys = [v for _, v in kept]
+            axes.scatter(xs, ys, color=colour, label=state, s=28, zorder=3)
+    best_x, best_y, best = [], [], None
+    for trial in sorted(trials, key=lambda t: t.number):
+        if trial.state != "complete" or trial.value is None:
+            continue
+        if best is None or (trial.value > best if maximize else trial.value < best):
+            best = trial.value
+        best_x.append(trial.number)
+        best_y.append(best)
+    if best_x and trials:
+        # Carry the best value to the last trial so the line spans the whole study.
+        best_x.append(max(t.number for t in trials))
+        best_y.append(best_y[-1])
+        axes.step(best_x, best_y, where="post", color="tab:green", linewidth=2, label="best so far")
+    axes.set_xlabel("trial")
+    axes.set_ylabel(metric)
+    axes.set_title(f"Optimisation history ({engine.spec.algorithm.name})")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_intermediate(engine: Engine, path: Path) -> Path:
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for trial in engine.trials():
+        if not trial.intermediate:
+            continue
+        steps = sorted(trial.intermediate)
+        axes.plot(
+            steps,
+            [trial.intermediate[s] for s in steps],
+            color=STATE_COLOURS.get(trial.state, "0.5"),
+            alpha=0.8 if trial.state == "complete" else 0.5,
+            marker="o",
+            markersize=3,
+        )
+    axes.set_xlabel("step")
+    axes.set_ylabel(engine.spec.objective.metric)
+    axes.set_title("Intermediate values (orange: pruned)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _last(values: dict[int, float]) -> float | None:
+    return values[max(values)] if values else None
+
+
+def write_plots(engine: Engine, workdir: Path) -> list[Path]:
+    """Every plot that has data to show."""
+    written = [plot_history(engine, workdir / "history.png")]
+    if any(t.intermediate for t in engine.trials()):
+        written.append(plot_intermediate(engine, workdir / "intermediate.png"))
+    if engine.lr_result is not None:
+        narrowed = engine.status()["lrRangeTest"].get("narrowedTo")
+        written.append(
+            plot_lr_range(
+                engine.lr_result,
+                workdir / "lr_range_test.png",
+                tuple(narrowed) if narrowed else None,
+            )
+        )
+    return written

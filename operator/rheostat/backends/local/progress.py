@@ -1,0 +1,129 @@
+"""Progress bars for a local run: the LR range test's sweep, then the trial budget.
+
+Each finished trial also gets one line above the bars (state, value, parameters),
+the way Optuna and Ray Tune users are used to reading a study as it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from rheostat.engine import Engine, TrialView
+
+
+def format_params(params: Mapping[str, object]) -> str:
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
+
+
+def describe(trial: TrialView, metric: str) -> str:
+    """One line for a finished trial."""
+    colour = {"complete": "green", "pruned": "yellow", "failed": "red"}.get(trial.state, "white")
+    value = f" {metric}={trial.value:.5g}" if trial.value is not None else ""
+    duration = f" in {trial.duration:.1f}s" if trial.duration is not None else ""
+    reason = f" — {trial.reason}" if trial.reason and trial.state != "complete" else ""
+    return (
+        f"trial {trial.number:>3} [{colour}]{trial.state:<8}[/]{value}{duration}"
+        f"  [dim]{format_params(trial.params)}[/]{reason}"
+    )
+
+
+class ProgressDisplay:
+    """Rich progress bars over an engine; a no-op when disabled (e.g. in tests)."""
+
+    def __init__(
+        self, engine: Engine, *, enabled: bool = True, console: Console | None = None
+    ) -> None:
+        self.engine = engine
+        self.enabled = enabled
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[detail]}"),
+            console=self.console,
+            disable=not enabled,
+        )
+        self._trials: TaskID | None = None
+        self._lr: TaskID | None = None
+        self._announced: set[int] = set()
+
+    def __enter__(self) -> ProgressDisplay:
+        self.progress.start()
+        # A resumed study shows what it already has, once.
+        for trial in self.engine.trials():
+            if trial.state != "running":
+                self._announced.add(trial.number)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.progress.stop()
+
+    def lr_test_started(self, steps: int) -> None:
+        self._lr = self.progress.add_task("LR range test", total=steps, detail="")
+
+    def lr_test_step(self, step: int) -> None:
+        if self._lr is not None:
+            self.progress.update(self._lr, completed=step + 1)
+
+    def lr_test_done(self) -> None:
+        if self._lr is None:
+            return
+        self.progress.update(self._lr, completed=self.progress.tasks[self._lr].total)
+        result = self.engine.lr_result
+        if result is not None:
+            status = self.engine.status()["lrRangeTest"]
+            narrowed = status.get("narrowedTo")
+            extra = f"; searching {narrowed[0]:.3g} … {narrowed[1]:.3g}" if narrowed else ""
+            self._print(
+                f"LR range test: {result.rule} suggests lr={result.suggested_lr:.3g} "
+                f"({status['policy']}){extra}"
+            )
+        elif self.engine.lr_error:
+            self._print(f"[yellow]LR range test gave no suggestion: {self.engine.lr_error}[/]")
+
+    def refresh(self) -> None:
+        if self.engine.phase == "LrRangeTest":
+            return
+        counts = self.engine.counts()
+        if self._trials is None:
+            self._trials = self.progress.add_task(
+                "trials", total=self.engine.target_trials, detail=""
+            )
+        if counts.finished != len(self._announced):
+            for trial in self.engine.trials():
+                if trial.state != "running" and trial.number not in self._announced:
+                    self._announced.add(trial.number)
+                    self._print(describe(trial, self.engine.spec.objective.metric))
+        best = self.engine.best()
+        detail = f"running {counts.running}"
+        if best is not None and best.value is not None:
+            detail += (
+                f" · best {self.engine.spec.objective.metric}={best.value:.5g} (#{best.number})"
+            )
+        self.progress.update(
+            self._trials, completed=counts.finished, total=self.engine.target_trials, detail=detail
+        )
+
+    def _print(self, text: str) -> None:
+        if self.enabled:
+            self.progress.console.print(text)

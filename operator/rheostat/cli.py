@@ -1,0 +1,144 @@
+"""The `rheostat` command: run | validate | crd | status.
+
+Exit codes: 0 success, 1 a study that ran and failed, 2 invalid input (nothing was
+run), 130 interrupted (the study can be resumed with the same command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+
+from rheostat.crd import all_crds
+from rheostat.spec import InvalidStudyError, TuningStudy
+from rheostat.validation import load_study
+
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_INTERRUPTED = 130
+
+
+def _read_study(path: str, err: Console) -> TuningStudy | None:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        err.print(f"{path}: cannot read: {error.strerror}", markup=False, highlight=False)
+        return None
+    try:
+        return load_study(text)
+    except InvalidStudyError as error:
+        for problem in error.problems:
+            err.print(f"{path}: {problem}", markup=False, highlight=False)
+        return None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    err = Console(stderr=True, soft_wrap=True)
+    failed = False
+    for path in args.files:
+        study = _read_study(path, err)
+        if study is None:
+            failed = True
+        else:
+            print(f"{path}: valid ({study.metadata.name}, {len(study.spec.parameters)} parameters)")
+    return EXIT_INVALID if failed else 0
+
+
+def cmd_crd(args: argparse.Namespace) -> int:
+    sys.stdout.write(yaml.safe_dump_all(all_crds(), sort_keys=False, width=100))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rheostat.backends.local.plots import write_plots
+    from rheostat.backends.local.report import print_summary, write_results
+    from rheostat.backends.local.runner import LocalRunError, LocalRunner, RunOptions
+
+    err = Console(stderr=True, soft_wrap=True)
+    study = _read_study(args.file, err)
+    if study is None:
+        return EXIT_INVALID
+    workdir = Path(args.workdir or f"runs/{study.metadata.name}")
+    options = RunOptions(workdir=workdir, fresh=args.fresh, show_progress=not args.no_progress)
+    try:
+        runner = LocalRunner(study, options)
+    except LocalRunError as error:
+        err.print(f"{args.file}: {error}", markup=False, highlight=False)
+        return EXIT_INVALID
+    try:
+        engine = runner.run()
+    except KeyboardInterrupt:
+        counts = runner.engine.counts()
+        err.print(
+            f"Interrupted: every trial was stopped; {counts.finished} finished trials are kept "
+            f"in {workdir}. Run the same command again to resume."
+        )
+        return EXIT_INTERRUPTED
+    out = Console()
+    print_summary(engine, out)
+    paths = [*write_results(engine, workdir), *write_plots(engine, workdir)]
+    out.print("Wrote " + ", ".join(str(p) for p in paths))
+    return 0 if engine.phase == "Succeeded" else EXIT_FAILED
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import optuna
+
+    database = Path(args.workdir) / "study.db"
+    if not database.exists():
+        Console(stderr=True, soft_wrap=True).print(f"{args.workdir}: no study here (no study.db)")
+        return EXIT_INVALID
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = f"sqlite:///{database}"
+    for summary in optuna.get_all_study_summaries(storage):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        states: dict[str, int] = {}
+        for trial in study.get_trials(deepcopy=False):
+            if trial.user_attrs.get("rheostat:kind", "counted") == "counted":
+                states[trial.state.name.lower()] = states.get(trial.state.name.lower(), 0) + 1
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+        print(f"{summary.study_name}: {counts or 'no trials yet'}")
+        if summary.best_trial is not None:
+            print(
+                f"  best #{summary.best_trial.number}: {summary.best_trial.value:.6g} "
+                f"{summary.best_trial.params}"
+            )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rheostat", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a study on this machine, trials as processes")
+    run.add_argument("file", help="study YAML (the same file kubectl applies)")
+    run.add_argument("--workdir", help="where the study, logs and results go (runs/<name>)")
+    run.add_argument("--fresh", action="store_true", help="discard a previous run in workdir")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.set_defaults(handler=cmd_run)
+
+    validate = commands.add_parser("validate", help="check study files; exit 2 on any problem")
+    validate.add_argument("files", nargs="+")
+    validate.set_defaults(handler=cmd_validate)
+
+    crd = commands.add_parser("crd", help="print the CustomResourceDefinitions")
+    crd.set_defaults(handler=cmd_crd)
+
+    status = commands.add_parser("status", help="summarise a local study's work folder")
+    status.add_argument("workdir")
+    status.set_defaults(handler=cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""The env-var contract between the tuner and a trial (docs/contracts.md), in one place.
+
+Both backends pass parameters the same way, so a trainer written against
+`rheostat_trainer` runs unchanged as a local process and as a Kubernetes Job.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from rheostat.spec import Scalar, env_name
+
+MODE_TRIAL = "trial"
+MODE_LR_RANGE_TEST = "lr-range-test"
+LR_RANGE_TEST_NUMBER = -1
+
+
+def trial_env(
+    study: str,
+    number: int,
+    params: Mapping[str, Scalar],
+    metrics_port: int,
+    *,
+    mode: str = MODE_TRIAL,
+    lr_sweep: tuple[str, float, float, int] | None = None,
+) -> dict[str, str]:
+    """Environment variables for one trial (or the LR range test)."""
+    env = {
+        "RHEOSTAT_MODE": mode,
+        "RHEOSTAT_STUDY": study,
+        "RHEOSTAT_TRIAL": str(number),
+        "RHEOSTAT_PARAMS": json.dumps(dict(params), sort_keys=True),
+        "RHEOSTAT_METRICS_PORT": str(metrics_port),
+    }
+    for name, value in params.items():
+        env[env_name(name)] = json.dumps(value) if not isinstance(value, str) else value
+    if lr_sweep is not None:
+        parameter, min_lr, max_lr, steps = lr_sweep
+        env |= {
+            "RHEOSTAT_LR_PARAM": parameter,
+            "RHEOSTAT_LR_MIN": repr(min_lr),
+            "RHEOSTAT_LR_MAX": repr(max_lr),
+            "RHEOSTAT_LR_STEPS": str(steps),
+        }
+    return env

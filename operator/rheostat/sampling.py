@@ -1,0 +1,119 @@
+"""Algorithm and pruner names from the spec, as Optuna samplers and pruners.
+
+Defaults are chosen for trials that run in parallel: TPE with the constant liar
+(running trials count as pessimistic results, so parallel asks spread out), the GP
+sampler's batch acquisition over running trials, scrambled Sobol points for QMC.
+User settings from the spec override any of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import optuna
+
+from rheostat.space import SearchSpace
+from rheostat.spec import AlgorithmSpec, EarlyStopping
+
+
+T = TypeVar("T")
+
+
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its stop-the-loop call.
+
+    GridSampler calls `study.stop()` once every point was tried, which only works
+    inside `study.optimize`; with ask-and-tell the engine caps the budget at the
+    grid's size itself, so the stop is left out.
+    """
+
+    def after_trial(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class SettingsError(ValueError):
+    """A sampler or pruner setting that Optuna does not accept."""
+
+
+def _construct(
+    kind: str, factory: Callable[..., T], defaults: Mapping[str, Any], settings: Mapping[str, Any]
+) -> T:
+    try:
+        return factory(**{**defaults, **settings})
+    except TypeError as error:
+        raise SettingsError(f"{kind} settings: {error}") from None
+
+
+def make_sampler(algorithm: AlgorithmSpec, space: SearchSpace) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler for an algorithm name, seeded and set up for parallel trials."""
+    seed = algorithm.seed
+    settings = algorithm.settings
+    defaults: dict[str, Any]
+    name = algorithm.name
+    if name == "grid":
+        assert space.grid is not None, "a grid search needs a grid space"
+        return _construct(
+            "grid", AskTellGridSampler, {"search_space": space.grid, "seed": seed}, settings
+        )
+    if name == "random":
+        return _construct("random", optuna.samplers.RandomSampler, {"seed": seed}, settings)
+    if name == "tpe":
+        defaults = {
+            "seed": seed,
+            "constant_liar": True,
+            "multivariate": True,
+            "n_startup_trials": 5,
+        }
+        return _construct("tpe", optuna.samplers.TPESampler, defaults, settings)
+    if name == "bayesian":
+        defaults = {"seed": seed, "n_startup_trials": 5, "deterministic_objective": False}
+        return _construct("bayesian", optuna.samplers.GPSampler, defaults, settings)
+    if name == "cmaes":
+        defaults = {"seed": seed, "warn_independent_sampling": False, "n_startup_trials": 1}
+        return _construct("cmaes", optuna.samplers.CmaEsSampler, defaults, settings)
+    if name == "qmc":
+        defaults = {
+            "seed": seed,
+            "scramble": True,
+            "qmc_type": "sobol",
+            "warn_independent_sampling": False,
+        }
+        return _construct("qmc", optuna.samplers.QMCSampler, defaults, settings)
+    raise SettingsError(f"unknown algorithm {name!r}")
+
+
+def make_pruner(early_stopping: EarlyStopping) -> optuna.pruners.BasePruner:
+    """The Optuna pruner for the spec's early-stopping block."""
+    settings = early_stopping.settings
+    name = early_stopping.pruner
+    defaults: dict[str, Any]
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "median":
+        return _construct("median", optuna.pruners.MedianPruner, {"n_startup_trials": 5}, settings)
+    if name == "successive-halving":
+        defaults = {"min_resource": 1, "reduction_factor": 3}
+        return _construct(
+            "successive-halving", optuna.pruners.SuccessiveHalvingPruner, defaults, settings
+        )
+    if name == "hyperband":
+        defaults = {"min_resource": 1, "reduction_factor": 3}
+        return _construct("hyperband", optuna.pruners.HyperbandPruner, defaults, settings)
+    raise SettingsError(f"unknown pruner {name!r}")
+
+
+def settings_problems(
+    algorithm: AlgorithmSpec, early_stopping: EarlyStopping, space: SearchSpace
+) -> list[tuple[str, str]]:
+    """(field path, message) for sampler or pruner settings Optuna would refuse."""
+    problems = []
+    try:
+        make_sampler(algorithm, space)
+    except (SettingsError, ValueError) as error:
+        problems.append(("spec.algorithm.settings", str(error)))
+    try:
+        make_pruner(early_stopping)
+    except (SettingsError, ValueError) as error:
+        problems.append(("spec.earlyStopping.settings", str(error)))
+    return problems

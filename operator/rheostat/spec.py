@@ -1,0 +1,542 @@
+"""The TuningStudy spec as typed models: the one source of the study schema.
+
+Everything that accepts a study reads it through this module: `rheostat validate`,
+`rheostat run` and the operator parse with :func:`parse_study`, and the CRD's
+structural schema (with its CEL rules) is generated from the same models by
+:mod:`rheostat.crd`. A cross-field rule is written once, as a :class:`Rule` that
+carries both its Python check and its CEL expression, so the API server and the
+local CLI reject exactly the same studies with the same message.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "rheostat.dev"
+API_VERSION = "v1alpha1"
+GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
+KIND = "TuningStudy"
+# A study's name prefixes its children (`<study>-t<number>`, `<study>-lr-range-test`),
+# whose Job names end up in pod labels limited to 63 characters.
+MAX_STUDY_NAME = 45
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+PARAMETER_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+Algorithm = Literal["grid", "random", "tpe", "bayesian", "cmaes", "qmc"]
+ALGORITHMS: tuple[str, ...] = ("grid", "random", "tpe", "bayesian", "cmaes", "qmc")
+Pruner = Literal["none", "median", "successive-halving", "hyperband"]
+Scalar = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A cross-field rule, written once for both Python and the API server.
+
+    `cel` is evaluated by the API server on the object the rule is attached to
+    (`self`); `check` is the same predicate in Python. `field` names the offending
+    field relative to that object, so both places point at the same path.
+    """
+
+    cel: str
+    message: str
+    check: Callable[[Any], bool]
+    field: str = ""
+
+
+class SpecModel(BaseModel):
+    """Base for spec models: camelCase on the wire, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+    rules: ClassVar[tuple[Rule, ...]] = ()
+
+
+class Objective(SpecModel):
+    """What a trial is judged by."""
+
+    metric: str = Field(
+        min_length=1,
+        description="Name of the metric the trainer reports (e.g. accuracy, loss).",
+    )
+    direction: Literal["minimize", "maximize"] = Field(
+        default="maximize", description="Whether larger or smaller values are better."
+    )
+
+
+class AlgorithmSpec(SpecModel):
+    """Which sampler proposes parameters."""
+
+    name: Algorithm = Field(
+        default="tpe",
+        description=(
+            "Search algorithm: grid, random, tpe, bayesian (Gaussian process), "
+            "cmaes or qmc (quasi-Monte Carlo)."
+        ),
+    )
+    seed: int | None = Field(
+        default=None, description="Random seed; the same seed proposes the same trials."
+    )
+    settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra keyword arguments for the Optuna sampler (e.g. n_startup_trials).",
+    )
+
+
+def _is_integral(value: float | None) -> bool:
+    return value is None or float(value).is_integer()
+
+
+class Parameter(SpecModel):
+    """One hyperparameter and the range it is searched over."""
+
+    name: str = Field(
+        pattern=PARAMETER_NAME,
+        max_length=63,
+        description="Parameter name, passed to trials as RHEOSTAT_PARAM_<NAME>.",
+    )
+    type: Literal["float", "int", "categorical"] = Field(
+        description="float and int search a range; categorical picks from values."
+    )
+    min: float | None = Field(default=None, description="Lower bound (float and int).")
+    max: float | None = Field(default=None, description="Upper bound (float and int).")
+    log: bool = Field(
+        default=False, description="Search on a log scale (learning rates); needs min > 0."
+    )
+    step: float | None = Field(
+        default=None,
+        gt=0,
+        description="Discretisation step; needed for float parameters in a grid search.",
+    )
+    values: list[Scalar] | None = Field(
+        default=None, min_length=1, description="Choices of a categorical parameter."
+    )
+    default: Scalar | None = Field(
+        default=None,
+        description="Value used by the LR range test (otherwise the middle of the range).",
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="self.type == 'categorical' || (has(self.min) && has(self.max))",
+            message="min and max are required for float and int parameters",
+            check=lambda p: p.type == "categorical" or (p.min is not None and p.max is not None),
+            field=".min",
+        ),
+        Rule(
+            cel="!has(self.min) || !has(self.max) || self.min < self.max",
+            message="max must be greater than min",
+            check=lambda p: p.min is None or p.max is None or p.min < p.max,
+            field=".max",
+        ),
+        Rule(
+            cel="!self.log || !has(self.min) || self.min > 0.0",
+            message="a log-scale parameter needs min > 0",
+            check=lambda p: not p.log or p.min is None or p.min > 0,
+            field=".min",
+        ),
+        Rule(
+            cel="!(self.log && has(self.step))",
+            message="step cannot be combined with a log scale",
+            check=lambda p: not (p.log and p.step is not None),
+            field=".step",
+        ),
+        Rule(
+            cel="self.type != 'int' || ((!has(self.min) || double(int(self.min)) == self.min)"
+            " && (!has(self.max) || double(int(self.max)) == self.max))",
+            message="an int parameter needs whole-number bounds",
+            check=lambda p: p.type != "int" or (_is_integral(p.min) and _is_integral(p.max)),
+            field=".min",
+        ),
+        Rule(
+            cel="self.type != 'int' || !has(self.step) || double(int(self.step)) == self.step",
+            message="an int parameter needs a whole-number step",
+            check=lambda p: p.type != "int" or _is_integral(p.step),
+            field=".step",
+        ),
+        Rule(
+            cel="self.type != 'categorical' || has(self.values)",
+            message="a categorical parameter needs values",
+            check=lambda p: p.type != "categorical" or p.values is not None,
+            field=".values",
+        ),
+        Rule(
+            cel="self.type == 'categorical' || !has(self.values)",
+            message="values are only for categorical parameters; use min and max",
+            check=lambda p: p.type == "categorical" or p.values is None,
+            field=".values",
+        ),
+        Rule(
+            cel="self.type != 'categorical' || (!has(self.min) && !has(self.max))",
+            message="min and max are not used by a categorical parameter",
+            check=lambda p: p.type != "categorical" or (p.min is None and p.max is None),
+            field=".min",
+        ),
+    )
+
+
+class LrRangeTest(SpecModel):
+    """Leslie Smith's learning-rate range test, run once before the trials."""
+
+    parameter: str = Field(description="The float parameter that is the learning rate.")
+    min_lr: float = Field(default=1e-7, gt=0, description="Learning rate of the first step.")
+    max_lr: float = Field(default=10.0, gt=0, description="Learning rate of the last step.")
+    steps: int = Field(
+        default=100, ge=10, le=1000, description="Number of batches the LR is raised over."
+    )
+    suggestion: Literal["valley", "steep", "minimum", "slide"] = Field(
+        default="valley", description="Rule that turns the loss curve into a learning rate."
+    )
+    apply: Literal["narrow", "fix", "report"] = Field(
+        default="narrow",
+        description=(
+            "narrow: search around the suggestion; fix: use the suggestion for every "
+            "trial; report: record it and leave the range alone."
+        ),
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="self.minLr < self.maxLr",
+            message="maxLr must be greater than minLr",
+            check=lambda t: t.min_lr < t.max_lr,
+            field=".maxLr",
+        ),
+    )
+
+
+class Budget(SpecModel):
+    """How many trials to run, how many at once, and how many may fail."""
+
+    max_trials: int = Field(ge=1, le=100_000, description="Trials to finish before the study ends.")
+    parallelism: int = Field(default=1, ge=1, le=1000, description="Trials running at once.")
+    max_failed_trials: int = Field(
+        default=3, ge=0, description="The study fails once more trials than this have failed."
+    )
+    trial_timeout: int | None = Field(
+        default=None, ge=1, description="Seconds a trial may run before it is stopped and failed."
+    )
+    max_retries: int = Field(
+        default=2,
+        ge=0,
+        description=(
+            "Retries of a trial lost to the infrastructure (eviction, node loss); "
+            "training errors are never retried."
+        ),
+    )
+    unschedulable_timeout: int = Field(
+        default=600,
+        ge=1,
+        description=(
+            "Seconds a trial pod may stay unschedulable before it stops counting "
+            "against parallelism and is reported."
+        ),
+    )
+
+
+class EarlyStopping(SpecModel):
+    """Pruning of unpromising trials from their intermediate metrics."""
+
+    pruner: Pruner = Field(
+        default="median",
+        description="none, median, successive-halving (ASHA) or hyperband.",
+    )
+    settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra keyword arguments for the Optuna pruner (e.g. n_warmup_steps).",
+    )
+
+
+class MetricsSpec(SpecModel):
+    """Where intermediate metrics come from."""
+
+    port: int = Field(
+        default=9090, ge=1, le=65535, description="Port the trainer serves /metrics on."
+    )
+    prometheus_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="Query this Prometheus server instead of scraping trial pods directly.",
+    )
+    scrape_interval: float = Field(
+        default=2.0, gt=0, le=300, description="Seconds between two reads of a trial's metrics."
+    )
+
+
+class EnvVar(BaseModel):
+    """An environment variable of the trial container (Kubernetes EnvVar)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str = Field(min_length=1, description="Variable name.")
+    value: str | None = Field(default=None, description="Literal value.")
+
+
+class Container(BaseModel):
+    """The trial container; any other Kubernetes container field is passed through."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str = Field(pattern=DNS_LABEL, description="Container name.")
+    image: str | None = Field(default=None, description="Trainer image (ignored locally).")
+    command: list[str] | None = Field(
+        default=None, description="Entrypoint; never rewritten by Rheostat."
+    )
+    args: list[str] | None = Field(default=None, description="Arguments to the entrypoint.")
+    env: list[EnvVar] | None = Field(default=None, description="Extra environment variables.")
+
+
+class PodSpec(BaseModel):
+    """The trial pod's spec; fields other than containers are passed through."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    containers: list[Container] = Field(
+        min_length=1, description="Containers; the first one is the trainer."
+    )
+
+
+class TrialTemplate(BaseModel):
+    """A Pod template for every trial (and the LR range test)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="Labels and annotations added to trial pods."
+    )
+    spec: PodSpec = Field(description="Pod spec of a trial.")
+
+
+class StudySpec(SpecModel):
+    """The whole study: what to optimise, over which space, with which budget."""
+
+    objective: Objective = Field(description="The metric to optimise and its direction.")
+    algorithm: AlgorithmSpec = Field(
+        default_factory=AlgorithmSpec, description="The search algorithm."
+    )
+    parameters: list[Parameter] = Field(
+        min_length=1, max_length=64, description="The search space."
+    )
+    lr_range_test: LrRangeTest | None = Field(
+        default=None, description="Run an LR range test first to narrow the learning rate."
+    )
+    budget: Budget = Field(description="Trial budget and parallelism.")
+    early_stopping: EarlyStopping = Field(
+        default_factory=EarlyStopping, description="Pruning of bad trials."
+    )
+    metrics: MetricsSpec = Field(
+        default_factory=MetricsSpec, description="How trial metrics are read."
+    )
+    trial_template: TrialTemplate = Field(description="Pod template of each trial.")
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="self.algorithm.name != 'grid' || "
+            "self.parameters.all(p, p.type != 'float' || has(p.step))",
+            message="grid search needs discrete parameters: give every float parameter a step",
+            check=lambda s: (
+                s.algorithm.name != "grid"
+                or all(p.type != "float" or p.step is not None for p in s.parameters)
+            ),
+            field=".parameters",
+        ),
+        Rule(
+            cel="!has(self.lrRangeTest) || self.parameters.exists(p, "
+            "p.name == self.lrRangeTest.parameter && p.type == 'float')",
+            message="lrRangeTest.parameter must name a float parameter of the study",
+            check=lambda s: (
+                s.lr_range_test is None
+                or any(
+                    p.name == s.lr_range_test.parameter and p.type == "float" for p in s.parameters
+                )
+            ),
+            field=".lrRangeTest.parameter",
+        ),
+    )
+
+
+class Metadata(BaseModel):
+    """Object metadata; only the name matters to a local run."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str = Field(pattern=DNS_LABEL, max_length=MAX_STUDY_NAME, description="Study name.")
+    namespace: str | None = None
+
+
+class TuningStudy(BaseModel):
+    """A TuningStudy object as written in a study file or stored in the cluster."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+    api_version: Literal["rheostat.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["TuningStudy"]
+    metadata: Metadata
+    spec: StudySpec
+
+
+@dataclass(frozen=True)
+class SpecProblem:
+    """One thing wrong with a study, at a field path such as spec.parameters[1].max."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class InvalidStudyError(ValueError):
+    """Raised with every problem found, so a user fixes them all in one go."""
+
+    def __init__(self, problems: Sequence[SpecProblem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def _format_loc(loc: Sequence[int | str]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "none"})
+
+
+def _is_union_tag(part: int | str) -> bool:
+    """Pydantic adds the member type of a union to error locations; users never need it."""
+    return isinstance(part, str) and (part in _UNION_TAGS or "[" in part)
+
+
+def _pydantic_problems(error: ValidationError) -> list[SpecProblem]:
+    problems = []
+    for item in error.errors():
+        # Union members add their type names to the location; they say nothing to a user.
+        loc = [p for p in item["loc"] if not _is_union_tag(p)]
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif item["type"] == "missing":
+            message = "required field is missing"
+        problems.append(SpecProblem(_format_loc(loc), message))
+    return _merge_union_problems(problems)
+
+
+def _merge_union_problems(problems: list[SpecProblem]) -> list[SpecProblem]:
+    """Fold pydantic's one-line-per-union-member complaints into one line per field."""
+    prefix = "Input should be a valid "
+    merged: list[SpecProblem] = []
+    kinds: dict[str, list[str]] = {}
+    for problem in problems:
+        if problem.message.startswith(prefix):
+            if problem.path not in kinds:
+                kinds[problem.path] = []
+                merged.append(problem)
+            kinds[problem.path].append(problem.message.removeprefix(prefix))
+        else:
+            merged.append(problem)
+    return [
+        SpecProblem(p.path, "must be a " + " or ".join(kinds[p.path])) if p.path in kinds else p
+        for p in merged
+    ]
+
+
+def _rule_problems(model: SpecModel, path: str) -> list[SpecProblem]:
+    """Apply every model's rules, depth first, so each problem has its full path."""
+    problems = [
+        SpecProblem(path + rule.field, rule.message)
+        for rule in model.rules
+        if not rule.check(model)
+    ]
+    for field_name, info in type(model).model_fields.items():
+        value = getattr(model, field_name)
+        alias = info.alias or field_name
+        if isinstance(value, SpecModel):
+            problems += _rule_problems(value, f"{path}.{alias}")
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, SpecModel):
+                    problems += _rule_problems(item, f"{path}.{alias}[{index}]")
+    return problems
+
+
+def _duplicate_names(spec: StudySpec) -> list[SpecProblem]:
+    seen: set[str] = set()
+    problems = []
+    for index, parameter in enumerate(spec.parameters):
+        if parameter.name in seen:
+            problems.append(
+                SpecProblem(
+                    f"spec.parameters[{index}].name",
+                    f"duplicate parameter name {parameter.name!r}",
+                )
+            )
+        seen.add(parameter.name)
+    return problems
+
+
+def semantic_problems(study: TuningStudy) -> list[SpecProblem]:
+    """Cross-field problems of a structurally valid study."""
+    return _rule_problems(study.spec, "spec") + _duplicate_names(study.spec)
+
+
+def study_from_mapping(document: Mapping[str, Any]) -> TuningStudy:
+    """Validate a decoded study document; raise InvalidStudyError with every problem."""
+    try:
+        study = TuningStudy.model_validate(document)
+    except ValidationError as error:
+        raise InvalidStudyError(_pydantic_problems(error)) from None
+    problems = semantic_problems(study)
+    if problems:
+        raise InvalidStudyError(problems)
+    return study
+
+
+def parse_study(text: str) -> TuningStudy:
+    """Parse study YAML (or JSON) text into a validated TuningStudy."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise InvalidStudyError(
+            [SpecProblem("<yaml>", f"malformed YAML{where}: {problem}")]
+        ) from None
+    if not isinstance(document, dict):
+        raise InvalidStudyError(
+            [SpecProblem("<yaml>", "a study file must be a mapping with apiVersion, kind, spec")]
+        )
+    return study_from_mapping(document)
+
+
+def env_name(parameter: str) -> str:
+    """The env var a parameter is passed in: RHEOSTAT_PARAM_<NAME>."""
+    return "RHEOSTAT_PARAM_" + re.sub(r"[^A-Za-z0-9]", "_", parameter).upper()
+
+
+def default_value(parameter: Parameter) -> Scalar:
+    """The value the LR range test uses: the default, else the middle of the range."""
+    if parameter.default is not None:
+        return parameter.default
+    if parameter.type == "categorical":
+        assert parameter.values is not None
+        return parameter.values[0]
+    assert parameter.min is not None
+    assert parameter.max is not None
+    if parameter.log:
+        middle = math.sqrt(parameter.min * parameter.max)
+    else:
+        middle = (parameter.min + parameter.max) / 2
+    if parameter.type == "int":
+        return round(middle)
+    return middle

@@ -1,0 +1,165 @@
+"""The bad-input table: every invalid study and the field its error must name.
+
+Shared by the local validation tests and the API-server admission tests, so a
+study rejected in one place is rejected in the other with the same field path.
+Each case is a patch applied to a known-good study.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Document = dict[str, Any]
+
+
+def good_study() -> Document:
+    return {
+        "apiVersion": "rheostat.dev/v1alpha1",
+        "kind": "TuningStudy",
+        "metadata": {"name": "good"},
+        "spec": {
+            "objective": {"metric": "accuracy", "direction": "maximize"},
+            "algorithm": {"name": "tpe", "seed": 1},
+            "parameters": [
+                {"name": "lr", "type": "float", "min": 1e-5, "max": 1.0, "log": True},
+                {"name": "momentum", "type": "float", "min": 0.0, "max": 0.99},
+                {"name": "layers", "type": "int", "min": 1, "max": 4},
+                {"name": "optimizer", "type": "categorical", "values": ["sgd", "adam"]},
+            ],
+            "lrRangeTest": {"parameter": "lr", "minLr": 1e-6, "maxLr": 10.0},
+            "budget": {"maxTrials": 4, "parallelism": 2},
+            "trialTemplate": {
+                "spec": {
+                    "containers": [
+                        {"name": "trainer", "image": "trainer:1", "command": ["python", "-m", "x"]}
+                    ]
+                }
+            },
+        },
+    }
+
+
+@dataclass(frozen=True)
+class BadCase:
+    id: str
+    patch: Callable[[Document], None]
+    field: str  # the path the error must name (local form, e.g. spec.parameters[0].max)
+
+
+def _param(index: int, **changes: Any) -> Callable[[Document], None]:
+    def apply(doc: Document) -> None:
+        doc["spec"]["parameters"][index].update(changes)
+        for key in [k for k, v in changes.items() if v is None]:
+            del doc["spec"]["parameters"][index][key]
+
+    return apply
+
+
+def _set(path: str, value: Any) -> Callable[[Document], None]:
+    def apply(doc: Document) -> None:
+        *parents, last = path.split(".")
+        node = doc
+        for part in parents:
+            node = node[part]
+        if value is _DELETE:
+            del node[last]
+        else:
+            node[last] = value
+
+    return apply
+
+
+_DELETE = object()
+
+
+BAD_CASES: list[BadCase] = [
+    BadCase("empty-parameter-list", _set("spec.parameters", []), "spec.parameters"),
+    BadCase("min-equals-max", _param(1, min=0.5, max=0.5), "spec.parameters[1].max"),
+    BadCase("min-above-max", _param(2, min=5, max=1), "spec.parameters[2].max"),
+    BadCase("log-with-zero-min", _param(0, min=0.0), "spec.parameters[0].min"),
+    BadCase("log-with-negative-min", _param(0, min=-1.0), "spec.parameters[0].min"),
+    BadCase(
+        "grid-over-float-without-step",
+        _set("spec.algorithm", {"name": "grid"}),
+        "spec.parameters",
+    ),
+    BadCase("unknown-algorithm", _set("spec.algorithm.name", "annealing"), "spec.algorithm.name"),
+    BadCase("max-trials-zero", _set("spec.budget.maxTrials", 0), "spec.budget.maxTrials"),
+    BadCase("parallelism-zero", _set("spec.budget.parallelism", 0), "spec.budget.parallelism"),
+    BadCase("negative-timeout", _set("spec.budget.trialTimeout", -5), "spec.budget.trialTimeout"),
+    BadCase(
+        "negative-max-failed",
+        _set("spec.budget.maxFailedTrials", -1),
+        "spec.budget.maxFailedTrials",
+    ),
+    BadCase(
+        "duplicate-parameter-names",
+        _param(1, name="lr"),
+        "spec.parameters[1]",
+    ),
+    BadCase(
+        "lr-test-parameter-missing",
+        _set("spec.lrRangeTest.parameter", "learning_rate"),
+        "spec.lrRangeTest.parameter",
+    ),
+    BadCase(
+        "lr-test-parameter-categorical",
+        _set("spec.lrRangeTest.parameter", "optimizer"),
+        "spec.lrRangeTest.parameter",
+    ),
+    BadCase(
+        "lr-test-parameter-int",
+        _set("spec.lrRangeTest.parameter", "layers"),
+        "spec.lrRangeTest.parameter",
+    ),
+    BadCase("min-lr-above-max-lr", _set("spec.lrRangeTest.minLr", 100.0), "spec.lrRangeTest.maxLr"),
+    BadCase("lr-test-too-few-steps", _set("spec.lrRangeTest.steps", 3), "spec.lrRangeTest.steps"),
+    BadCase(
+        "unknown-suggestion",
+        _set("spec.lrRangeTest.suggestion", "middle"),
+        "spec.lrRangeTest.suggestion",
+    ),
+    BadCase("unknown-lr-policy", _set("spec.lrRangeTest.apply", "guess"), "spec.lrRangeTest.apply"),
+    BadCase(
+        "unknown-pruner",
+        _set("spec.earlyStopping", {"pruner": "patient"}),
+        "spec.earlyStopping.pruner",
+    ),
+    BadCase(
+        "no-objective-metric",
+        _set("spec.objective", {"direction": "maximize"}),
+        "spec.objective.metric",
+    ),
+    BadCase("empty-objective-metric", _set("spec.objective.metric", ""), "spec.objective.metric"),
+    BadCase(
+        "unknown-direction", _set("spec.objective.direction", "up"), "spec.objective.direction"
+    ),
+    BadCase("wrong-api-version", _set("apiVersion", "rheostat.dev/v1"), "apiVersion"),
+    BadCase("wrong-kind", _set("kind", "Experiment"), "kind"),
+    BadCase("categorical-without-values", _param(3, values=None), "spec.parameters[3].values"),
+    BadCase("float-without-bounds", _param(1, min=None), "spec.parameters[1].min"),
+    BadCase("int-with-fractional-bounds", _param(2, min=0.5), "spec.parameters[2].min"),
+    BadCase("step-with-log", _param(0, step=0.1), "spec.parameters[0].step"),
+    BadCase("zero-step", _param(1, step=0), "spec.parameters[1].step"),
+    BadCase("bad-parameter-name", _param(1, name="mo mentum"), "spec.parameters[1].name"),
+    BadCase("unknown-parameter-type", _param(1, type="double"), "spec.parameters[1].type"),
+    BadCase(
+        "metrics-port-out-of-range", _set("spec.metrics", {"port": 70000}), "spec.metrics.port"
+    ),
+    BadCase(
+        "no-containers",
+        _set("spec.trialTemplate", {"spec": {"containers": []}}),
+        "spec.trialTemplate.spec.containers",
+    ),
+    BadCase("no-budget", _set("spec.budget", _DELETE), "spec.budget"),
+    BadCase("unknown-spec-field", _set("spec.maxTrialCount", 3), "spec.maxTrialCount"),
+]
+
+
+def bad_document(case: BadCase) -> Document:
+    document = copy.deepcopy(good_study())
+    case.patch(document)
+    return document
