@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/rheostat run examples/digits.yaml --workdir runs/digits
+	$(VENV)/bin/rheostat run examples/digits.yaml --workdir runs/digits --fresh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
