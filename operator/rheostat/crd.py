@@ -112,6 +112,7 @@ def _validations(model: type[SpecModel]) -> JsonSchema:
     rules = [
         {"rule": r.cel, "message": r.message, **({"fieldPath": r.field} if r.field else {})}
         for r in model.rules
+        if r.cel is not None
     ]
     return {"x-kubernetes-validations": rules} if rules else {}
 
@@ -120,6 +121,10 @@ def spec_schema() -> JsonSchema:
     """The structural schema of a TuningStudy's spec."""
     raw = StudySpec.model_json_schema(by_alias=True, mode="validation")
     schema = _Converter(raw, _model_rules(StudySpec)).convert(raw, "StudySpec")
+    for info in StudySpec.model_fields.values():
+        if info.default_factory is not None and info.alias:
+            # `{}` lets the API server fill in the nested defaults of an omitted block.
+            schema["properties"][info.alias]["default"] = {}
     params = schema["properties"]["parameters"]
     # List-map semantics make the API server reject duplicate parameter names itself.
     params["x-kubernetes-list-type"] = "map"
@@ -175,7 +180,7 @@ def study_crd() -> JsonSchema:
         "properties": {
             "apiVersion": {"type": "string", "description": "API version."},
             "kind": {"type": "string", "description": "Kind."},
-            "metadata": {"type": "object", "description": "Object metadata."},
+            "metadata": {"type": "object"},
             "spec": spec_schema(),
             "status": _STATUS_SCHEMA,
         },
@@ -200,7 +205,7 @@ def trial_crd() -> JsonSchema:
         "properties": {
             "apiVersion": {"type": "string", "description": "API version."},
             "kind": {"type": "string", "description": "Kind."},
-            "metadata": {"type": "object", "description": "Object metadata."},
+            "metadata": {"type": "object"},
             "spec": {
                 "type": "object",
                 "description": "What the trial runs; immutable.",

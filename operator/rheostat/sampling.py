@@ -16,7 +16,6 @@ import optuna
 from rheostat.space import SearchSpace
 from rheostat.spec import AlgorithmSpec, EarlyStopping
 
-
 T = TypeVar("T")
 
 

@@ -41,11 +41,14 @@ class Rule:
     """A cross-field rule, written once for both Python and the API server.
 
     `cel` is evaluated by the API server on the object the rule is attached to
-    (`self`); `check` is the same predicate in Python. `field` names the offending
+    (`self`); `check` is the same predicate in Python. `cel` is None where CEL
+    cannot see the fields: a categorical's `values` may mix strings, numbers and
+    booleans, so its schema is untyped and the API server hides it from CEL; the
+    operator applies those checks when it reads the study. `field` names the offending
     field relative to that object, so both places point at the same path.
     """
 
-    cel: str
+    cel: str | None
     message: str
     check: Callable[[Any], bool]
     field: str = ""
@@ -141,13 +144,13 @@ class Parameter(SpecModel):
             field=".max",
         ),
         Rule(
-            cel="!self.log || !has(self.min) || self.min > 0.0",
+            cel="!has(self.log) || !self.log || !has(self.min) || self.min > 0.0",
             message="a log-scale parameter needs min > 0",
             check=lambda p: not p.log or p.min is None or p.min > 0,
             field=".min",
         ),
         Rule(
-            cel="!(self.log && has(self.step))",
+            cel="!(has(self.log) && self.log && has(self.step))",
             message="step cannot be combined with a log scale",
             check=lambda p: not (p.log and p.step is not None),
             field=".step",
@@ -166,13 +169,13 @@ class Parameter(SpecModel):
             field=".step",
         ),
         Rule(
-            cel="self.type != 'categorical' || has(self.values)",
+            cel=None,
             message="a categorical parameter needs values",
             check=lambda p: p.type != "categorical" or p.values is not None,
             field=".values",
         ),
         Rule(
-            cel="self.type == 'categorical' || !has(self.values)",
+            cel=None,
             message="values are only for categorical parameters; use min and max",
             check=lambda p: p.type == "categorical" or p.values is None,
             field=".values",
