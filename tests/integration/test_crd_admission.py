@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -39,7 +38,7 @@ OPERATOR_ONLY_CASES = {"categorical-without-values"}
 
 
 @pytest.fixture(scope="module")
-def crds_installed(admin_api: client.ApiClient) -> Iterator[client.CustomObjectsApi]:
+def crds_installed(admin_api: client.ApiClient) -> client.CustomObjectsApi:
     extensions = client.ApiextensionsV1Api(admin_api)
     for crd in all_crds():
         try:
