@@ -1,4 +1,4 @@
-"""The `rheostat` command: run | validate | crd | status.
+"""The `rheostat` command: run | validate | crd | status | operator.
 
 Exit codes: 0 success, 1 a study that ran and failed, 2 invalid input (nothing was
 run), 130 interrupted (the study can be resumed with the same command).
@@ -111,6 +111,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_operator(args: argparse.Namespace) -> int:
+    from rheostat.backends.kubernetes.main import run_operator
+
+    return run_operator(
+        namespaces=args.namespace or [],
+        metrics_port=args.metrics_port,
+        liveness=args.liveness or None,
+        verbose=args.verbose,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rheostat", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="summarise a local study's work folder")
     status.add_argument("workdir")
     status.set_defaults(handler=cmd_status)
+
+    operator = commands.add_parser("operator", help="run the Kubernetes operator")
+    operator.add_argument(
+        "--namespace", "-n", action="append", help="watch this namespace (repeatable); default all"
+    )
+    operator.add_argument("--metrics-port", type=int, default=8080, help="0 to serve no metrics")
+    operator.add_argument("--liveness", default="http://0.0.0.0:8081/healthz", help="'' for none")
+    operator.add_argument("--verbose", action="store_true")
+    operator.set_defaults(handler=cmd_operator)
     return parser
 
 

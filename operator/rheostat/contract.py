@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 from rheostat.spec import Scalar, env_name
 
@@ -44,3 +45,36 @@ def trial_env(
             "RHEOSTAT_LR_STEPS": str(steps),
         }
     return env
+
+
+def _number(value: Any) -> Any:
+    """Decode the non-finite encodings a trainer writes ("nan", "inf", "-inf")."""
+    if isinstance(value, str) and value.lower() in {"nan", "inf", "-inf", "+inf", "infinity"}:
+        return float(value)
+    return value
+
+
+def parse_termination_message(text: str) -> dict[str, Any] | None:
+    """The JSON a trainer wrote with finish(), or None when there is none usable."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        message = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(message, dict):
+        return None
+    if isinstance(message.get("metrics"), dict):
+        message["metrics"] = {k: _number(v) for k, v in message["metrics"].items()}
+    return message
+
+
+def lr_curve(message: Mapping[str, Any] | None) -> tuple[list[float], list[float]] | None:
+    """The LR range test's (lrs, losses) from its termination message, if present."""
+    curve = message.get("lrRangeTest") if message else None
+    if isinstance(curve, dict) and "lrs" in curve and "losses" in curve:
+        return [float(_number(v)) for v in curve["lrs"]], [
+            float(_number(v)) for v in curve["losses"]
+        ]
+    return None

@@ -134,6 +134,33 @@ class TrialView:
     duration: float | None
 
 
+@dataclass(frozen=True)
+class TrialRecord:
+    """Everything needed to rebuild one trial: what a TuningTrial object stores.
+
+    `kind` is "counted" for a trial the budget counts, "retry" for an attempt lost to
+    the infrastructure (its parameters ran again), "duplicate" for a skipped proposal.
+    """
+
+    number: int
+    params: Mapping[str, Scalar]
+    state: TrialOutcome
+    kind: str = "counted"
+    value: float | None = None
+    reason: str | None = None
+    attempt: int = 1
+    intermediate: Mapping[int, float] = field(default_factory=dict)
+    started_at: float = 0.0
+
+
+_STATES: dict[TrialOutcome, TrialState] = {
+    "running": TrialState.RUNNING,
+    "complete": TrialState.COMPLETE,
+    "pruned": TrialState.PRUNED,
+    "failed": TrialState.FAIL,
+}
+
+
 @dataclass
 class _Running:
     trial: optuna.Trial
@@ -176,11 +203,15 @@ class Engine:
     # ----- construction ----------------------------------------------------------------
 
     @classmethod
-    def open(cls, spec: StudySpec, study: optuna.Study) -> Engine:
+    def open(
+        cls, spec: StudySpec, study: optuna.Study, *, adopt: Mapping[int, float] | None = None
+    ) -> Engine:
         """Build an engine over an Optuna study, resuming whatever it already holds.
 
         Trials left RUNNING by a previous process that died are not lost: they are
-        closed as interrupted and their parameters queued to run again.
+        closed as interrupted and their parameters queued to run again, unless the
+        backend still sees them run (`adopt`: number -> start time), as a Job that
+        outlived an operator restart does.
         """
         override, lr_result, lr_error = _stored_lr_outcome(spec, study)
         space = build_space(spec.parameters, override, grid=spec.algorithm.name == "grid")
@@ -196,11 +227,81 @@ class Engine:
             lr_error=lr_error,
         )
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if adopt is not None and trial.number in adopt:
+                engine.running[trial.number] = _Running(
+                    optuna.Trial(study, trial._trial_id),
+                    started_at=adopt[trial.number],
+                    attempt=int(trial.user_attrs.get(ATTR_ATTEMPT, 1)),
+                    last_step=max(trial.intermediate_values, default=-1),
+                )
+                continue
             engine._close_and_retry(
                 trial.number, "interrupted: the tuner stopped while it ran", infrastructure=False
             )
         engine._check_end()
         return engine
+
+    @classmethod
+    def rebuild(
+        cls,
+        spec: StudySpec,
+        records: Sequence[TrialRecord],
+        lr_range_test: Mapping[str, Any] | None = None,
+    ) -> Engine:
+        """An engine over an in-memory Optuna study rebuilt from stored trial records.
+
+        This is how the operator survives a restart: the cluster keeps one record per
+        trial, and the study is replayed from them. Numbers with no record (skipped
+        duplicate proposals) are filled so Optuna's numbers stay the trials' numbers.
+        The sampler is re-seeded past the trials so far, so a seeded study does not
+        propose its first parameters again.
+        """
+        study = optuna.create_study(direction=spec.objective.direction)
+        if lr_range_test is not None:
+            study.set_user_attr(ATTR_LR_RANGE, dict(lr_range_test))
+        override, _, _ = _stored_lr_outcome(spec, study)
+        space = build_space(spec.parameters, override)
+        by_number = {r.number: r for r in records}
+        for number in range(max(by_number, default=-1) + 1):
+            record = by_number.get(number)
+            if record is None:
+                study.add_trial(
+                    optuna.trial.create_trial(
+                        state=TrialState.FAIL, user_attrs={ATTR_KIND: "duplicate"}
+                    )
+                )
+                continue
+            study.add_trial(_frozen(record, space))
+        if spec.algorithm.seed is not None:
+            seed = spec.algorithm.seed + len(by_number)
+            spec = spec.model_copy(
+                update={"algorithm": spec.algorithm.model_copy(update={"seed": seed})}
+            )
+        running = {r.number: r.started_at for r in records if r.state == "running"}
+        return cls.open(spec, study, adopt=running)
+
+    def record(self, number: int) -> TrialRecord:
+        """The stored form of one trial, for a backend to persist after each change."""
+        trial = self._storage.get_trial(self._trial_id(number))
+        outcome = _outcome(trial)
+        if trial.state == TrialState.RUNNING:
+            state: TrialOutcome = "running"
+        elif outcome is None:
+            state = "failed"
+        else:
+            state = outcome
+        running = self.running.get(number)
+        return TrialRecord(
+            number=number,
+            params=self.space.complete(trial.params),
+            state=state,
+            kind=str(trial.user_attrs.get(ATTR_KIND, "counted")),
+            value=trial.value if state in {"complete", "pruned"} else None,
+            reason=trial.user_attrs.get(ATTR_REASON),
+            attempt=int(trial.user_attrs.get(ATTR_ATTEMPT, 1)),
+            intermediate=dict(trial.intermediate_values),
+            started_at=running.started_at if running else 0.0,
+        )
 
     # ----- the two entry points --------------------------------------------------------
 
@@ -374,7 +475,8 @@ class Engine:
         )
 
     def _ask(self, now: float) -> StartTrial | None:
-        for _ in range(MAX_DUPLICATE_ASKS):
+        # A rebuilt grid forgets which points it visited; each re-ask marks one.
+        for _ in range(MAX_DUPLICATE_ASKS + len(self.study.get_trials(deepcopy=False))):
             trial = self.study.ask(self.space.distributions)
             params = self.space.complete(trial.params)
             attempt = int(trial.user_attrs.get(ATTR_ATTEMPT, 1))
@@ -495,6 +597,24 @@ class Engine:
 
 
 # ----- helpers ------------------------------------------------------------------------
+
+
+def _frozen(record: TrialRecord, space: SearchSpace) -> FrozenTrial:
+    params = {k: v for k, v in record.params.items() if k in space.distributions}
+    value = record.value
+    if record.state == "pruned" and value is None and record.intermediate:
+        value = record.intermediate[max(record.intermediate)]
+    attrs: dict[str, Any] = {ATTR_KIND: record.kind, ATTR_ATTEMPT: record.attempt}
+    if record.reason:
+        attrs[ATTR_REASON] = record.reason
+    return optuna.trial.create_trial(
+        state=_STATES[record.state],
+        value=value if record.state in {"complete", "pruned"} else None,
+        params=params,
+        distributions={k: space.distributions[k] for k in params},
+        user_attrs=attrs,
+        intermediate_values=dict(record.intermediate),
+    )
 
 
 def _outcome(trial: FrozenTrial) -> TrialOutcome | None:

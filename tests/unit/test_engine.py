@@ -17,6 +17,7 @@ from rheostat.engine import (
     StartLrRangeTest,
     StartTrial,
     StopTrial,
+    TrialRecord,
 )
 from rheostat.lr_range import exponential_schedule
 from rheostat.spec import StudySpec, study_from_mapping
@@ -245,3 +246,58 @@ def test_a_failed_lr_range_test_leaves_the_range_alone() -> None:
     assert engine.phase == "Running"
     assert engine.status()["lrRangeTest"] == {"error": "the LR range test exited with code 1"}
     assert starts(engine.next_actions(1.0))
+
+
+def test_rebuild_from_records_keeps_every_trial_and_adopts_running_ones() -> None:
+    spec = make_spec(
+        budget={"maxTrials": 6, "parallelism": 2, "maxRetries": 1},
+        earlyStopping={"pruner": "median", "settings": {"n_startup_trials": 1}},
+    )
+    engine = open_engine(spec)
+    a, b = starts(engine.next_actions(0.0))
+    engine.observe(Progress(a.number, 0, 0.2), 1.0)
+    finish(engine, a.number, 0.2)
+    engine.observe(Lost(b.number, "evicted"), 1.0)
+    c, d = starts(engine.next_actions(2.0))
+    assert c.params == b.params  # the evicted trial's parameters run again
+    engine.observe(Progress(d.number, 0, 0.1), 3.0)  # better than the median: kept
+    records = [engine.record(n) for n in range(len(engine.study.trials))]
+    assert [r.state for r in records][:2] == ["complete", "failed"]
+    assert records[1].kind == "retry"
+
+    # The operator restarts: only the records survive.
+    rebuilt = Engine.rebuild(spec, records)
+    assert set(rebuilt.running) == {c.number, d.number}  # adopted, not re-run
+    assert rebuilt.counts().finished == 1
+    assert rebuilt.record(d.number).intermediate == {0: 0.1}
+    finish(rebuilt, c.number, 0.4)
+    finish(rebuilt, d.number, 0.5)
+    launched = run_to_end(rebuilt)
+    assert rebuilt.phase == "Succeeded"
+    assert rebuilt.counts().complete == 6
+    assert min(s.number for s in launched) == d.number + 1  # numbers continue
+    counted = [t.params for t in rebuilt.trials()]
+    assert len({tuple(sorted(p.items())) for p in counted}) == 6
+
+
+def test_rebuild_fills_number_gaps_and_reseeds() -> None:
+    spec = make_spec(algorithm={"name": "random", "seed": 4}, budget={"maxTrials": 4})
+    records = [
+        TrialRecord(
+            number=0,
+            params={"lr": 0.01, "momentum": 0.5, "layers": 2, "optimizer": "sgd"},
+            state="complete",
+            value=0.3,
+        ),
+        TrialRecord(
+            number=2,
+            params={"lr": 0.02, "momentum": 0.1, "layers": 1, "optimizer": "adam"},
+            state="pruned",
+            intermediate={0: 0.9},
+        ),
+    ]
+    engine = Engine.rebuild(spec, records)
+    assert len(engine.study.trials) == 3
+    assert engine.counts().finished == 2
+    (next_trial,) = starts(engine.next_actions(0.0))
+    assert next_trial.number == 3

@@ -8,8 +8,6 @@ so that stopping it (pruning, timeout, Ctrl-C) also stops anything it spawned.
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import os
 import signal
 import socket
@@ -20,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from rheostat.contract import parse_termination_message
 from rheostat.spec import Container
 
 # After SIGTERM a trial gets this long to exit before SIGKILL (a pod's default is 30 s;
@@ -34,30 +33,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _number(value: Any) -> Any:
-    """Decode the non-finite encodings a trainer may write ("nan", "inf", "-inf")."""
-    if isinstance(value, str) and value.lower() in {"nan", "inf", "-inf", "+inf", "infinity"}:
-        return float(value)
-    return value
-
-
 def read_termination_message(path: Path) -> dict[str, Any] | None:
     """The JSON a trainer wrote with finish(), or None when there is none."""
     try:
-        text = path.read_text(encoding="utf-8").strip()
+        return parse_termination_message(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
-    if not text:
-        return None
-    try:
-        message = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(message, dict):
-        return None
-    if isinstance(message.get("metrics"), dict):
-        message["metrics"] = {k: _number(v) for k, v in message["metrics"].items()}
-    return message
 
 
 @dataclass
@@ -157,7 +138,3 @@ class TrialProcess:
         except FileNotFoundError:
             return ""
         return "\n".join(text.strip().splitlines()[-lines:])
-
-
-def finite_or_none(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None

@@ -21,7 +21,7 @@ import optuna
 
 from rheostat.backends.local.process import TrialProcess, read_termination_message
 from rheostat.backends.local.progress import ProgressDisplay
-from rheostat.contract import LR_RANGE_TEST_NUMBER, MODE_LR_RANGE_TEST, trial_env
+from rheostat.contract import LR_RANGE_TEST_NUMBER, MODE_LR_RANGE_TEST, lr_curve, trial_env
 from rheostat.engine import (
     ATTR_SPEC,
     Action,
@@ -213,9 +213,9 @@ class LocalRunner:
 def _lr_event(
     code: int, message: dict[str, object] | None, process: TrialProcess
 ) -> LrRangeFinished:
-    curve = message.get("lrRangeTest") if message else None
-    if code == 0 and isinstance(curve, dict) and "lrs" in curve and "losses" in curve:
-        return LrRangeFinished(lrs=list(curve["lrs"]), losses=list(curve["losses"]))
+    curve = lr_curve(message)
+    if code == 0 and curve is not None:
+        return LrRangeFinished(lrs=curve[0], losses=curve[1])
     if code != 0:
         return LrRangeFinished(
             error=f"the LR range test exited with code {code}: {process.tail(3)}"

@@ -1,0 +1,89 @@
+"""Kopf handlers: a few lines each, every one with a pinned id, all over one reconcile.
+
+A timer drives each study (level-based: it looks at the world, not at what changed);
+creation and spec changes only trigger an immediate pass. An invalid study is a
+permanent error with a Failed condition, never retried. Deletion needs no handler:
+owner references let the garbage collector remove trials, Jobs and pods.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+
+from rheostat.backends.kubernetes.kube import Kube
+from rheostat.backends.kubernetes.reconcile import TERMINAL_PHASES, Reconciler
+from rheostat.spec import API_GROUP, API_VERSION, InvalidStudyError, study_from_mapping
+from rheostat.validation import runtime_problems
+
+STUDIES = "tuningstudies"
+INTERVAL = float(os.environ.get("RHEOSTAT_RECONCILE_INTERVAL", "2"))
+RECONCILER: Reconciler | None = None
+
+
+def reconciler() -> Reconciler:
+    global RECONCILER  # noqa: PLW0603 - one per operator process, made after config loads
+    if RECONCILER is None:
+        RECONCILER = Reconciler(Kube())
+    return RECONCILER
+
+
+def _drive(body: kopf.Body, patch: kopf.Patch) -> None:
+    status = dict(body.get("status") or {})
+    generation = body["metadata"].get("generation")
+    if status.get("phase") in TERMINAL_PHASES and status.get("observedGeneration") == generation:
+        return  # finished, and nobody changed the budget since
+    document = {
+        "apiVersion": body["apiVersion"],
+        "kind": body["kind"],
+        "metadata": {"name": body["metadata"]["name"]},
+        "spec": dict(body["spec"]),
+    }
+    try:
+        study = study_from_mapping(document)
+        problems = runtime_problems(study)
+        if problems:
+            raise InvalidStudyError(problems)
+    except InvalidStudyError as error:
+        patch.status["phase"] = "Failed"
+        patch.status["observedGeneration"] = generation
+        patch.status["conditions"] = [
+            {"type": "Failed", "status": "True", "reason": "InvalidSpec", "message": str(error)}
+        ]
+        kopf.warn(body, reason="InvalidSpec", message=str(error))
+        raise kopf.PermanentError(f"invalid study: {error}") from None
+    new_status, events = reconciler().reconcile(body, study.spec)
+    for event in events:
+        (kopf.info if event.type == "Normal" else kopf.warn)(
+            body, reason=event.reason, message=event.message
+        )
+    if {k: status.get(k) for k in new_status} != new_status:
+        for key, value in new_status.items():
+            patch.status[key] = value
+
+
+@kopf.on.startup(id="configure")
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="rheostat.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="rheostat.dev")
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 60
+    settings.execution.max_workers = 8
+
+
+@kopf.timer(API_GROUP, API_VERSION, STUDIES, interval=INTERVAL, id="reconcile")
+def reconcile_timer(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    _drive(body, patch)
+
+
+@kopf.on.delete(API_GROUP, API_VERSION, STUDIES, id="forget", optional=True)
+def forget(body: kopf.Body, **_: Any) -> None:
+    reconciler().forget(body["metadata"]["uid"])
+
+
+@kopf.on.probe(id="studies")
+def studies_probe(**_: Any) -> int:
+    return len(reconciler().runtimes)

@@ -1,0 +1,105 @@
+"""The one module that calls the Kubernetes API, in the few verbs the operator needs.
+
+Every write is idempotent: creating an object that exists is success (the operator
+did that step before a restart), deleting one that is gone is success.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from rheostat.backends.kubernetes.manifests import LABEL_ROLE, LABEL_STUDY, LABEL_TRIAL, ROLE_TRIAL
+from rheostat.spec import API_GROUP, API_VERSION
+
+TRIALS = "tuningtrials"
+STUDIES = "tuningstudies"
+
+
+class Kube:
+    """Typed-enough access to studies, trials, Jobs and pods as plain dicts."""
+
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+        self.api = api_client or client.ApiClient()
+        self.custom = client.CustomObjectsApi(self.api)
+        self.batch = client.BatchV1Api(self.api)
+        self.core = client.CoreV1Api(self.api)
+
+    def _plain(self, obj: Any) -> dict[str, Any]:
+        plain = self.api.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
+        assert isinstance(plain, dict)
+        return plain
+
+    def list_trials(self, namespace: str, study: str) -> list[dict[str, Any]]:
+        found = self.custom.list_namespaced_custom_object(
+            API_GROUP, API_VERSION, namespace, TRIALS, label_selector=f"{LABEL_STUDY}={study}"
+        )
+        assert isinstance(found, dict)
+        return list(found["items"])
+
+    def list_jobs(self, namespace: str, study: str) -> dict[str, dict[str, Any]]:
+        jobs = self.batch.list_namespaced_job(namespace, label_selector=f"{LABEL_STUDY}={study}")
+        plain = [self._plain(job) for job in jobs.items]
+        return {str(job["metadata"]["name"]): job for job in plain}
+
+    def list_pods(self, namespace: str, study: str) -> dict[str, list[dict[str, Any]]]:
+        """Pods by the name of their Job's trial (`t<number>`) or role."""
+        pods = self.core.list_namespaced_pod(namespace, label_selector=f"{LABEL_STUDY}={study}")
+        grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for pod in pods.items:
+            plain = self._plain(pod)
+            pod_labels = plain["metadata"].get("labels") or {}
+            if pod_labels.get(LABEL_ROLE) == ROLE_TRIAL:
+                grouped[f"t{pod_labels.get(LABEL_TRIAL)}"].append(plain)
+            else:
+                grouped[str(pod_labels.get(LABEL_ROLE))].append(plain)
+        return grouped
+
+    def create_trial(self, trial: Mapping[str, Any]) -> dict[str, Any]:
+        namespace = trial["metadata"]["namespace"]
+        body = {k: v for k, v in trial.items() if k != "status"}
+        try:
+            created = self.custom.create_namespaced_custom_object(
+                API_GROUP, API_VERSION, namespace, TRIALS, body
+            )
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            created = self.custom.get_namespaced_custom_object(
+                API_GROUP, API_VERSION, namespace, TRIALS, trial["metadata"]["name"]
+            )
+        assert isinstance(created, dict)
+        return created
+
+    def patch_trial_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                API_GROUP, API_VERSION, namespace, TRIALS, name, {"status": dict(status)}
+            )
+        except ApiException as error:
+            if error.status != 404:  # the study is being deleted
+                raise
+
+    def create_job(self, job: Mapping[str, Any]) -> bool:
+        """Create a Job; False when it already existed."""
+        try:
+            # The client takes a plain manifest as well as a V1Job; its stubs say only V1Job.
+            self.batch.create_namespaced_job(job["metadata"]["namespace"], dict(job))  # type: ignore[arg-type]
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            self.batch.delete_namespaced_job(
+                name, namespace, body=client.V1DeleteOptions(propagation_policy="Background")
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise

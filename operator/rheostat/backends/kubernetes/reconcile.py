@@ -1,0 +1,393 @@
+"""One idempotent, level-based reconcile of a TuningStudy.
+
+Each call reads the children by label (TuningTrials, Jobs, pods), turns what they
+show into engine events, carries out the engine's actions (create a TuningTrial and
+its Job, delete a pruned trial's Job), persists every trial's record on its
+TuningTrial and returns the study's status. Nothing lives only in memory: the
+engine is a cache, rebuilt from the TuningTrials after a restart, so a killed
+operator loses no trial and launches none twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from rheostat.backends.kubernetes import manifests as build
+from rheostat.backends.kubernetes.kube import Kube
+from rheostat.backends.kubernetes.observe import (
+    InfrastructureLost,
+    Missing,
+    Pending,
+    Running,
+    Succeeded,
+    TrainingFailed,
+    job_state,
+)
+from rheostat.contract import lr_curve, parse_termination_message
+from rheostat.engine import (
+    Action,
+    Engine,
+    Event,
+    Finished,
+    Lost,
+    LrRangeFinished,
+    Progress,
+    StartLrRangeTest,
+    StartTrial,
+    StopTrial,
+    TrialRecord,
+)
+from rheostat.metrics.operator import OperatorMetrics
+from rheostat.metrics.promql import query_trial
+from rheostat.metrics.scrape import TrialSample, scrape
+from rheostat.spec import StudySpec
+
+TERMINAL_PHASES = {"Succeeded", "Failed"}
+
+
+@dataclass(frozen=True)
+class StudyEvent:
+    """A Kubernetes Event to post on the study."""
+
+    type: str  # "Normal" or "Warning"
+    reason: str
+    message: str
+
+
+@dataclass
+class _Runtime:
+    engine: Engine
+    persisted: dict[int, dict[str, Any]] = field(default_factory=dict)
+    lr_curve: dict[str, Any] | None = None
+    unschedulable: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class Reconciler:
+    """Holds the engines of the studies this operator drives (a cache, not state)."""
+
+    kube: Kube
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    runtimes: dict[str, _Runtime] = field(default_factory=dict)
+    locks: dict[str, threading.Lock] = field(default_factory=dict)
+
+    def forget(self, uid: str) -> None:
+        self.runtimes.pop(uid, None)
+        self.locks.pop(uid, None)
+
+    def reconcile(
+        self, body: Mapping[str, Any], spec: StudySpec, now: float | None = None
+    ) -> tuple[dict[str, Any], list[StudyEvent]]:
+        """Drive one study a step; returns its new status and the events to post."""
+        uid = body["metadata"]["uid"]
+        lock = self.locks.setdefault(uid, threading.Lock())
+        with lock, self.metrics.reconcile.time():
+            return _Pass(self, body, spec, time.time() if now is None else now).run()
+
+
+class _Pass:
+    """One reconcile pass over one study."""
+
+    def __init__(
+        self, owner: Reconciler, body: Mapping[str, Any], spec: StudySpec, now: float
+    ) -> None:
+        self.owner = owner
+        self.kube = owner.kube
+        self.body = body
+        self.spec = spec
+        self.now = now
+        self.name: str = body["metadata"]["name"]
+        self.namespace: str = body["metadata"]["namespace"]
+        self.events: list[StudyEvent] = []
+        self.trial_objects: dict[int, dict[str, Any]] = {}
+
+    # ----- the pass ---------------------------------------------------------------
+
+    def run(self) -> tuple[dict[str, Any], list[StudyEvent]]:
+        runtime = self._runtime()
+        engine = runtime.engine
+        if engine.spec.budget != self.spec.budget:  # the one change allowed mid-study
+            engine.spec = engine.spec.model_copy(update={"budget": self.spec.budget})
+            self._event(
+                "Normal", "BudgetChanged", f"budget is now {self.spec.budget.max_trials} trials"
+            )
+        jobs = self.kube.list_jobs(self.namespace, self.name)
+        pods = self.kube.list_pods(self.namespace, self.name)
+        actions: list[Action] = []
+        if engine.phase == "LrRangeTest":
+            self._observe_lr_test(runtime, jobs, pods)
+        for number in list(engine.running):
+            actions += self._observe_trial(runtime, number, jobs, pods)
+        with self.owner.metrics.sampler.time():
+            actions += engine.next_actions(self.now)
+        for action in actions:
+            self._carry_out(runtime, action, jobs)
+        self._persist(runtime)
+        return self._status(runtime), self.events
+
+    def _runtime(self) -> _Runtime:
+        uid = self.body["metadata"]["uid"]
+        runtime = self.owner.runtimes.get(uid)
+        if runtime is not None:
+            return runtime
+        trials = self.kube.list_trials(self.namespace, self.name)
+        records = [build.record_from_trial(t) for t in trials]
+        stored_lr = ((self.body.get("status") or {}).get("lrRangeTest") or {}).get("curve")
+        engine = Engine.rebuild(self.spec, records, stored_lr)
+        runtime = _Runtime(engine=engine, lr_curve=stored_lr)
+        for trial in trials:
+            runtime.persisted[int(trial["spec"]["number"])] = dict(trial.get("status") or {})
+        self.owner.runtimes[uid] = runtime
+        if records:
+            self._event("Normal", "Resumed", f"rebuilt the study from {len(records)} TuningTrials")
+        return runtime
+
+    # ----- observing ----------------------------------------------------------------
+
+    def _observe_lr_test(
+        self, runtime: _Runtime, jobs: Mapping[str, Any], pods: Mapping[str, list[dict[str, Any]]]
+    ) -> None:
+        name = build.lr_test_name(self.name)
+        if name not in jobs:
+            return  # next_actions creates it
+        state = job_state(jobs[name], pods.get(build.ROLE_LR_RANGE_TEST, []), self.now, 1e9)
+        event: LrRangeFinished | None = None
+        if isinstance(state, Succeeded):
+            curve = lr_curve(parse_termination_message(state.termination_message))
+            if curve is None:
+                event = LrRangeFinished(
+                    error="the LR range test wrote no curve to its termination message"
+                )
+            else:
+                event = LrRangeFinished(lrs=curve[0], losses=curve[1])
+                runtime.lr_curve = {"lrs": curve[0], "losses": curve[1]}
+        elif isinstance(state, TrainingFailed):
+            event = LrRangeFinished(
+                error=f"the LR range test failed: exit {state.exit_code}: {state.message}"
+            )
+        elif isinstance(state, InfrastructureLost):
+            event = LrRangeFinished(error=f"the LR range test was lost: {state.reason}")
+        if event is None:
+            return
+        runtime.engine.observe(event, self.now)
+        if runtime.engine.lr_result is not None:
+            result = runtime.engine.lr_result
+            self.owner.metrics.lr_suggestion.labels(self.namespace, self.name).set(
+                result.suggested_lr
+            )
+            self._event(
+                "Normal",
+                "LrRangeTestFinished",
+                f"{result.rule} suggests lr={result.suggested_lr:.3g}",
+            )
+        else:
+            runtime.lr_curve = {"error": runtime.engine.lr_error}
+            self._event("Warning", "LrRangeTestFailed", str(runtime.engine.lr_error))
+
+    def _observe_trial(
+        self,
+        runtime: _Runtime,
+        number: int,
+        jobs: Mapping[str, Any],
+        pods: Mapping[str, list[dict[str, Any]]],
+    ) -> list[Action]:
+        job_name = build.trial_name(self.name, number)
+        timeout = float(self.spec.budget.unschedulable_timeout)
+        state = job_state(jobs.get(job_name), pods.get(f"t{number}", []), self.now, timeout)
+        runtime.unschedulable.pop(number, None)
+        event: Event | None = None
+        if isinstance(state, Missing):
+            self._ensure_job(runtime, number)
+        elif isinstance(state, Pending) and state.unschedulable:
+            runtime.unschedulable[number] = state.unschedulable
+        elif isinstance(state, Running):
+            sample = self._sample(number, state.pod_ip)
+            metric = self.spec.objective.metric
+            if sample is not None and sample.step is not None and metric in sample.metrics:
+                event = Progress(number, sample.step, sample.metrics[metric])
+        elif isinstance(state, Succeeded):
+            message = parse_termination_message(state.termination_message) or {}
+            event = Finished(number, 0, message.get("metrics"))
+        elif isinstance(state, TrainingFailed):
+            event = Finished(number, state.exit_code, None, state.message)
+        elif isinstance(state, InfrastructureLost):
+            event = Lost(number, state.reason)
+            self.kube.delete_job(self.namespace, job_name)
+        if event is None:
+            return []
+        return runtime.engine.observe(event, self.now)
+
+    def _sample(self, number: int, pod_ip: str | None) -> TrialSample | None:
+        url = self.spec.metrics.prometheus_url
+        if url:
+            return query_trial(url, self.namespace, self.name, number)
+        if not pod_ip:
+            return None
+        return scrape(f"http://{pod_ip}:{self.spec.metrics.port}/metrics", timeout=1.0)
+
+    # ----- acting -------------------------------------------------------------------
+
+    def _carry_out(self, runtime: _Runtime, action: Action, jobs: Mapping[str, Any]) -> None:
+        if isinstance(action, StartLrRangeTest):
+            sweep = (action.parameter, action.min_lr, action.max_lr, action.steps)
+            job = build.lr_test_job(self.body, self.spec, action.params, sweep)
+            if self.kube.create_job(job):
+                self._event(
+                    "Normal",
+                    "LrRangeTestStarted",
+                    f"sweeping {action.min_lr:g} … {action.max_lr:g}",
+                )
+        elif isinstance(action, StartTrial):
+            self._ensure_job(runtime, action.number)
+        elif isinstance(action, StopTrial):
+            self.kube.delete_job(self.namespace, build.trial_name(self.name, action.number))
+
+    def _ensure_job(self, runtime: _Runtime, number: int) -> None:
+        """Create the trial's TuningTrial and Job if absent (a restart may sit between)."""
+        record = runtime.engine.record(number)
+        trial = self.trial_objects.get(number)
+        if trial is None:
+            trial = self.kube.create_trial(build.trial_object(self.body, record))
+            self.trial_objects[number] = trial
+            self._write_record(runtime, record)
+        job = build.trial_job(self.body, self.spec, trial, record.params)
+        if self.kube.create_job(job):
+            self._event("Normal", "TrialStarted", f"trial {number}: {_params(record)}")
+
+    def _persist(self, runtime: _Runtime) -> None:
+        """Write each trial's record where it changed: the cluster is the database."""
+        engine = runtime.engine
+        for number in range(len(engine.study.trials)):
+            record = engine.record(number)
+            if record.kind == "duplicate":
+                continue
+            if number not in runtime.persisted:
+                continue  # never launched (a skipped proposal)
+            before = runtime.persisted[number].get("state")
+            started = runtime.persisted[number].get("startedAt")
+            if (
+                self._write_record(runtime, record)
+                and before == "Running"
+                and record.state != "running"
+            ):
+                self._trial_finished(record, started)
+
+    def _write_record(self, runtime: _Runtime, record: TrialRecord) -> bool:
+        status = build.trial_status(record)
+        if not record.started_at:  # finished trials keep the start time they were given
+            status["startedAt"] = runtime.persisted.get(record.number, {}).get(
+                "startedAt", self.now
+            )
+        if runtime.persisted.get(record.number) == status:
+            return False
+        self.kube.patch_trial_status(
+            self.namespace, build.trial_name(self.name, record.number), status
+        )
+        runtime.persisted[record.number] = status
+        return True
+
+    def _trial_finished(self, record: TrialRecord, started: float | None) -> None:
+        metrics = self.owner.metrics
+        state = record.state if record.kind == "counted" else "retried"
+        metrics.trials.labels(state).inc()
+        if started:
+            metrics.trial_duration.observe(max(0.0, self.now - float(started)))
+        if record.state == "complete":
+            self._event(
+                "Normal",
+                "TrialCompleted",
+                f"trial {record.number}: {self.spec.objective.metric}={record.value:.6g}",
+            )
+        elif record.state == "pruned":
+            self._event("Normal", "TrialPruned", f"trial {record.number}: {record.reason}")
+        else:
+            self._event("Warning", "TrialFailed", f"trial {record.number}: {record.reason}")
+
+    # ----- status -------------------------------------------------------------------
+
+    def _status(self, runtime: _Runtime) -> dict[str, Any]:
+        engine = runtime.engine
+        status = engine.status()
+        if runtime.lr_curve is not None and "lrRangeTest" in status:
+            status["lrRangeTest"]["curve"] = runtime.lr_curve
+        status["observedGeneration"] = self.body["metadata"].get("generation")
+        status["conditions"] = self._conditions(runtime, status)
+        best = status.get("bestTrial")
+        if best is not None:
+            self.owner.metrics.best_value.labels(self.namespace, self.name).set(best["value"])
+        for state in ("running", "complete", "pruned", "failed"):
+            count = status["trials"][state]
+            self.owner.metrics.finished_trials.labels(self.namespace, self.name, state).set(count)
+        return status
+
+    def _conditions(self, runtime: _Runtime, status: Mapping[str, Any]) -> list[dict[str, Any]]:
+        previous = {c["type"]: c for c in (self.body.get("status") or {}).get("conditions") or []}
+        phase = status["phase"]
+        wanted = [
+            (
+                "Complete",
+                phase == "Succeeded",
+                "BudgetSpent" if phase == "Succeeded" else "Running",
+                f"{status['trials']['finished']} of {status['trials']['target']} trials finished",
+            ),
+            (
+                "Failed",
+                phase == "Failed",
+                "TooManyFailedTrials" if phase == "Failed" else "Healthy",
+                str(status.get("reason", "no more failures than maxFailedTrials")),
+            ),
+            (
+                "Unschedulable",
+                bool(runtime.unschedulable),
+                "PodsUnschedulable" if runtime.unschedulable else "Scheduled",
+                "; ".join(f"trial {n}: {m}" for n, m in sorted(runtime.unschedulable.items()))
+                or "every trial pod was scheduled",
+            ),
+        ]
+        if self.spec.lr_range_test is not None:
+            done = "lrRangeTest" in status
+            wanted.append(
+                (
+                    "LrRangeTestDone",
+                    done,
+                    "Analysed" if done else "Running",
+                    "see status.lrRangeTest" if done else "the LR range test is running",
+                )
+            )
+        conditions = []
+        for kind, truth, reason, message in wanted:
+            value = "True" if truth else "False"
+            before = previous.get(kind)
+            changed = before is None or before.get("status") != value
+            conditions.append(
+                {
+                    "type": kind,
+                    "status": value,
+                    "reason": reason,
+                    "message": message,
+                    "lastTransitionTime": _rfc3339(self.now)
+                    if changed
+                    else (before or {}).get("lastTransitionTime"),
+                    "observedGeneration": self.body["metadata"].get("generation"),
+                }
+            )
+        if runtime.unschedulable and previous.get("Unschedulable", {}).get("status") != "True":
+            self._event("Warning", "Unschedulable", conditions[2]["message"])
+        return conditions
+
+    def _event(self, kind: str, reason: str, message: str) -> None:
+        self.events.append(StudyEvent(kind, reason, message))
+
+
+def _params(record: TrialRecord) -> str:
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.params.items()
+    )
+
+
+def _rfc3339(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))

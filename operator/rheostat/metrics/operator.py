@@ -1,0 +1,53 @@
+"""The operator's own Prometheus metrics, on an injected registry.
+
+Names follow Prometheus conventions (`rheostat_` prefix, `_total` counters, seconds)
+and labels stay low-cardinality: per-study series carry only namespace and study.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass
+class OperatorMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.studies = Gauge("rheostat_studies", "Studies by phase.", ["phase"], registry=r)
+        self.trials = Counter(
+            "rheostat_trials_total", "Trials that reached a final state.", ["state"], registry=r
+        )
+        self.trial_duration = Histogram(
+            "rheostat_trial_duration_seconds",
+            "Wall time of finished trials.",
+            buckets=(5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600),
+            registry=r,
+        )
+        self.best_value = Gauge(
+            "rheostat_study_best_value", "Best objective value.", ["namespace", "study"], registry=r
+        )
+        self.finished_trials = Gauge(
+            "rheostat_study_trials",
+            "Trials per study by state.",
+            ["namespace", "study", "state"],
+            registry=r,
+        )
+        self.reconcile = Histogram(
+            "rheostat_reconcile_duration_seconds", "Time of one reconcile.", registry=r
+        )
+        self.sampler = Histogram(
+            "rheostat_sampler_duration_seconds",
+            "Time to decide and sample the next trials.",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60),
+            registry=r,
+        )
+        self.lr_suggestion = Gauge(
+            "rheostat_lr_range_test_suggestion",
+            "Learning rate suggested by the LR range test.",
+            ["namespace", "study"],
+            registry=r,
+        )
