@@ -60,6 +60,14 @@ cluster-up: $(STAMP) control-plane
 cluster-down: $(STAMP)
 	$(PY) -m tests.cluster down
 
+# Run the operator against the current kubeconfig (all namespaces), after `make install`.
+run: $(STAMP)
+	$(VENV)/bin/rheostat operator
+
+# Apply the CRDs to the current kubeconfig's cluster.
+install: $(STAMP)
+	kubectl apply --server-side -f crds/rheostat.dev.yaml
+
 bench: $(STAMP)
 	$(PY) -m bench.run --full
 

@@ -278,10 +278,11 @@ class _Pass:
 
     def _write_record(self, runtime: _Runtime, record: TrialRecord) -> bool:
         status = build.trial_status(record)
+        before = runtime.persisted.get(record.number, {})
         if not record.started_at:  # finished trials keep the start time they were given
-            status["startedAt"] = runtime.persisted.get(record.number, {}).get(
-                "startedAt", self.now
-            )
+            status["startedAt"] = before.get("startedAt", self.now)
+        if record.state != "running":  # when the operator saw it finish
+            status["finishedAt"] = before.get("finishedAt", self.now)
         if runtime.persisted.get(record.number) == status:
             return False
         self.kube.patch_trial_status(
