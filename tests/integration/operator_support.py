@@ -71,7 +71,8 @@ def free_port() -> int:
 class OperatorProcess:
     """`rheostat operator` as a subprocess watching one namespace; killable with -9."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, log: Path) -> None:
+    def __init__(self, kubeconfig: Path, namespace: str, log: Path, interval: float = 0.5) -> None:
+        self.interval = interval
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.log = log
@@ -82,7 +83,7 @@ class OperatorProcess:
         env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
-            "RHEOSTAT_RECONCILE_INTERVAL": "0.5",
+            "RHEOSTAT_RECONCILE_INTERVAL": str(self.interval),
         }
         command = [
             sys.executable,
