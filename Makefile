@@ -41,7 +41,7 @@ crd: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit tests/e2e
 
-# System packages (Prometheus) and the control plane, built from Go modules.
+# System packages (openssl) and the control plane + Prometheus, built from Go modules.
 test-deps:
 	bash hack/install-test-deps.sh
 
