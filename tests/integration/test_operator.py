@@ -13,6 +13,7 @@ from tests.integration.operator_support import (
     create_study,
     synthetic_study,
     trials,
+    wait,
     wait_for_phase,
 )
 
@@ -179,8 +180,6 @@ def test_a_gpu_request_no_node_can_meet_is_reported_not_silent(
             None,
         )
 
-    from tests.integration.operator_support import wait
-
     condition = wait(unschedulable_condition, 60, "an Unschedulable condition")
     assert "nvidia.com/gpu" in condition["message"]
     study = wait_for_phase(admin_api, namespace, "gpus", {"Failed"}, seconds=120, operator=operator)
@@ -200,8 +199,6 @@ def test_operator_killed_mid_study_loses_nothing_and_repeats_nothing(
         budget={"maxTrials": 8, "parallelism": 2},
     )
     create_study(admin_api, namespace, document)
-    from tests.integration.operator_support import wait
-
     wait(lambda: len(trials(admin_api, namespace, "restart")) >= 3, 120, "three trials")
     operator.kill()
     operator.start()
@@ -256,3 +253,60 @@ def test_digits_with_the_lr_range_test_on_the_cluster(
     assert f'rheostat_study_best_value{{namespace="{namespace}",study="digits"}}' in text
     assert "rheostat_lr_range_test_suggestion" in text
     assert "rheostat_reconcile_duration_seconds_count" in text
+
+
+def test_a_lost_pod_is_retried_with_the_same_parameters(
+    admin_api: client.ApiClient, namespace: str, operator: OperatorProcess
+) -> None:
+    document = synthetic_study(
+        "evict",
+        args=["--steps", "10", "--step-seconds", "0.5"],
+        budget={"maxTrials": 2, "parallelism": 1, "maxFailedTrials": 0},
+    )
+    create_study(admin_api, namespace, document)
+    core = client.CoreV1Api(admin_api)
+
+    def running_pod() -> Any:
+        pods = core.list_namespaced_pod(
+            namespace, label_selector="rheostat.dev/study=evict,rheostat.dev/trial=0"
+        ).items
+        return next((p for p in pods if p.status.phase == "Running"), None)
+
+    pod = wait(running_pod, 60, "trial 0's pod running")
+    core.delete_namespaced_pod(pod.metadata.name, namespace)  # what a node drain does
+    study = wait_for_phase(
+        admin_api, namespace, "evict", {"Succeeded", "Failed"}, seconds=180, operator=operator
+    )
+    assert study["status"]["phase"] == "Succeeded", study["status"]
+    found = trials(admin_api, namespace, "evict")
+    lost = found[0]
+    assert lost["status"]["kind"] == "retry"
+    assert "retrying" in lost["status"]["reason"]
+    retried = next(t for t in found if t["status"].get("attempt") == 2)
+    assert retried["spec"]["params"] == lost["spec"]["params"]
+    assert retried["status"]["state"] == "Complete"
+    assert [t["status"]["state"] for t in found if t["status"]["kind"] == "counted"] == [
+        "Complete",
+        "Complete",
+    ]
+
+
+def test_intermediate_values_can_come_from_prometheus(
+    cluster: Any, admin_api: client.ApiClient, namespace: str, operator: OperatorProcess
+) -> None:
+    if not cluster.prometheus_url:
+        pytest.fail("the test cluster has no Prometheus")
+    document = synthetic_study(
+        "promql",
+        args=["--steps", "6", "--step-seconds", "1"],
+        budget={"maxTrials": 2, "parallelism": 2},
+    )
+    document["spec"]["metrics"]["prometheusUrl"] = cluster.prometheus_url
+    create_study(admin_api, namespace, document)
+    wait_for_phase(
+        admin_api, namespace, "promql", {"Succeeded", "Failed"}, seconds=180, operator=operator
+    )
+    for trial in trials(admin_api, namespace, "promql"):
+        assert trial["status"]["state"] == "Complete"
+        # Prometheus scraped the pod; the operator read the values back with PromQL.
+        assert len(trial["status"]["intermediate"]) >= 2, trial["status"]
