@@ -475,21 +475,48 @@ class Engine:
         )
 
     def _ask(self, now: float) -> StartTrial | None:
+        """Ask for parameters not tried yet in this study.
+
+        A model-based sampler can keep proposing one point (a GP's acquisition
+        maximum on a discrete space, say), so after a run of duplicates the ask falls
+        back to plain random sampling; only when that finds nothing new either is
+        the space taken as used up.
+        """
+        trials = len(self.study.get_trials(deepcopy=False))
         # A rebuilt grid forgets which points it visited; each re-ask marks one.
-        for _ in range(MAX_DUPLICATE_ASKS + len(self.study.get_trials(deepcopy=False))):
-            trial = self.study.ask(self.space.distributions)
-            params = self.space.complete(trial.params)
-            attempt = int(trial.user_attrs.get(ATTR_ATTEMPT, 1))
-            requeued = bool(trial.user_attrs.get(ATTR_REQUEUED))
-            if requeued or not self._already_tried(trial.number, params):
-                trial.set_user_attr(ATTR_ATTEMPT, attempt)
-                self.running[trial.number] = _Running(trial, started_at=now, attempt=attempt)
-                return StartTrial(trial.number, params, attempt)
-            trial.set_user_attr(ATTR_KIND, "duplicate")
-            self.study.tell(trial, state=TrialState.FAIL)
-        # Every recent proposal was already tried: a small discrete space is used up.
+        rounds = [
+            (None, MAX_DUPLICATE_ASKS + trials),
+            (self._fallback_sampler(trials), MAX_DUPLICATE_ASKS),
+        ]
+        for sampler, tries in rounds:
+            for _ in range(tries):
+                trial = self._ask_with(sampler)
+                params = self.space.complete(trial.params)
+                attempt = int(trial.user_attrs.get(ATTR_ATTEMPT, 1))
+                requeued = bool(trial.user_attrs.get(ATTR_REQUEUED))
+                if requeued or not self._already_tried(trial.number, params):
+                    trial.set_user_attr(ATTR_ATTEMPT, attempt)
+                    self.running[trial.number] = _Running(trial, started_at=now, attempt=attempt)
+                    return StartTrial(trial.number, params, attempt)
+                trial.set_user_attr(ATTR_KIND, "duplicate")
+                self.study.tell(trial, state=TrialState.FAIL)
+        # Neither the sampler nor random search found anything new: the space is used up.
         self.exhausted = True
         return None
+
+    def _fallback_sampler(self, trials: int) -> optuna.samplers.BaseSampler:
+        seed = None if self.spec.algorithm.seed is None else self.spec.algorithm.seed + trials
+        return optuna.samplers.RandomSampler(seed=seed)
+
+    def _ask_with(self, sampler: optuna.samplers.BaseSampler | None) -> optuna.Trial:
+        if sampler is None:
+            return self.study.ask(self.space.distributions)
+        own = self.study.sampler
+        self.study.sampler = sampler
+        try:
+            return self.study.ask(self.space.distributions)
+        finally:
+            self.study.sampler = own
 
     def _already_tried(self, number: int, params: Mapping[str, Scalar]) -> bool:
         for other in self.study.get_trials(deepcopy=False):

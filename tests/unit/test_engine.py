@@ -301,3 +301,21 @@ def test_rebuild_fills_number_gaps_and_reseeds() -> None:
     assert engine.counts().finished == 2
     (next_trial,) = starts(engine.next_actions(0.0))
     assert next_trial.number == 3
+
+
+def test_a_sampler_stuck_on_one_point_falls_back_to_random() -> None:
+    class Stuck(optuna.samplers.RandomSampler):
+        """Always proposes the same parameters, as a GP can on a discrete space."""
+
+        def sample_independent(self, study: Any, trial: Any, name: str, distribution: Any) -> Any:
+            return distribution.to_external_repr(0)
+
+    spec = make_spec(
+        parameters=[{"name": "n", "type": "int", "min": 0, "max": 9}],
+        budget={"maxTrials": 6, "parallelism": 1},
+    )
+    engine = open_engine(spec)
+    engine.study.sampler = Stuck(seed=1)
+    launched = run_to_end(engine)
+    assert engine.phase == "Succeeded"
+    assert len({s.params["n"] for s in launched}) == 6  # not ended early after one point
