@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rheostat import lr_range
 from rheostat.sampling import make_pruner, make_sampler
 from rheostat.space import LrOverride, SearchSpace, build_space, grid_size
-from rheostat.spec import Scalar, StudySpec, default_value
+from rheostat.spec import Budget, Scalar, StudySpec, default_value
 
 Phase = Literal["LrRangeTest", "Running", "Succeeded", "Failed"]
 TrialOutcome = Literal["running", "complete", "pruned", "failed"]
@@ -337,6 +337,22 @@ class Engine:
             actions += self._stop_all("the study failed")
         self._check_end()
         return actions
+
+    def set_budget(self, budget: Budget) -> None:
+        """Apply a changed budget: the one change a running (or ended) study accepts.
+
+        More trials reopen a study that had spent its budget; a higher
+        maxFailedTrials reopens one that had failed for too many failures.
+        """
+        self.spec = self.spec.model_copy(update={"budget": budget})
+        counts = self.counts()
+        more = counts.finished < self.target_trials
+        if self.phase == "Succeeded" and not self.exhausted and more:
+            self.phase = "Running"
+        elif self.phase == "Failed" and counts.failed <= budget.max_failed_trials:
+            self.phase = "Running"
+            self.failure_reason = None
+        self._check_end()
 
     # ----- queries ---------------------------------------------------------------------
 

@@ -310,3 +310,36 @@ def test_intermediate_values_can_come_from_prometheus(
         assert trial["status"]["state"] == "Complete"
         # Prometheus scraped the pod; the operator read the values back with PromQL.
         assert len(trial["status"]["intermediate"]) >= 2, trial["status"]
+
+
+def test_a_bigger_budget_takes_effect_on_a_finished_study(
+    admin_api: client.ApiClient, namespace: str, operator: OperatorProcess
+) -> None:
+    create_study(
+        admin_api,
+        namespace,
+        synthetic_study("grow", args=["--steps", "1"], budget={"maxTrials": 2, "parallelism": 1}),
+    )
+    wait_for_phase(admin_api, namespace, "grow", {"Succeeded"}, seconds=120, operator=operator)
+    client.CustomObjectsApi(admin_api).patch_namespaced_custom_object(
+        "rheostat.dev",
+        "v1alpha1",
+        namespace,
+        "tuningstudies",
+        "grow",
+        {"spec": {"budget": {"maxTrials": 4, "parallelism": 1}}},
+    )
+    wait(
+        lambda: (
+            len(trials(admin_api, namespace, "grow")) == 4
+            and all(
+                t["status"]["state"] == "Complete" for t in trials(admin_api, namespace, "grow")
+            )
+        ),
+        120,
+        "two more trials",
+    )
+    study = wait_for_phase(
+        admin_api, namespace, "grow", {"Succeeded"}, seconds=60, operator=operator
+    )
+    assert study["status"]["trials"]["complete"] == 4

@@ -319,3 +319,13 @@ def test_a_sampler_stuck_on_one_point_falls_back_to_random() -> None:
     launched = run_to_end(engine)
     assert engine.phase == "Succeeded"
     assert len({s.params["n"] for s in launched}) == 6  # not ended early after one point
+
+
+def test_a_bigger_budget_reopens_a_finished_study() -> None:
+    engine = open_engine(make_spec(budget={"maxTrials": 2, "parallelism": 1}))
+    run_to_end(engine)
+    assert engine.phase == "Succeeded"
+    engine.set_budget(engine.spec.budget.model_copy(update={"max_trials": 4}))
+    assert engine.phase == "Running"
+    run_to_end(engine)
+    assert engine.counts().complete == 4

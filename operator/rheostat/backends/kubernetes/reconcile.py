@@ -111,7 +111,7 @@ class _Pass:
         runtime = self._runtime()
         engine = runtime.engine
         if engine.spec.budget != self.spec.budget:  # the one change allowed mid-study
-            engine.spec = engine.spec.model_copy(update={"budget": self.spec.budget})
+            engine.set_budget(self.spec.budget)
             self._event(
                 "Normal", "BudgetChanged", f"budget is now {self.spec.budget.max_trials} trials"
             )
