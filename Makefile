@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export RHEOSTAT_CACHE ?= $(HOME)/.cache/rheostat
 
 .PHONY: help venv demo test unit integration lint crd cluster-up cluster-down \
-        control-plane test-deps bench bench-smoke run install clean
+        control-plane test-deps bench bench-smoke run install clean helm-lint
 
 help:
 	@echo "make demo         run a real study on this machine (examples/digits.yaml)"
@@ -29,14 +29,24 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/rheostat run examples/digits.yaml --workdir runs/digits --fresh
 
-lint: $(STAMP)
+lint: $(STAMP) control-plane
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	bash hack/sync-chart-crds.sh --check
+	$(MAKE) --no-print-directory helm-lint
+
+# helm comes from the control-plane cache (built from its Go module).
+TOOLS_PATH = $(shell $(PY) -c 'from tests.cluster.binaries import tool_path; print(tool_path())' 2>/dev/null)
+helm-lint: control-plane
+	for values in "" charts/rheostat/ci/*-values.yaml; do \
+	  PATH="$(TOOLS_PATH)" helm lint --strict $${values:+-f "$$values"} charts/rheostat || exit 1; \
+	done
 
 crd: $(STAMP)
 	$(VENV)/bin/rheostat crd > crds/rheostat.dev.yaml
+	bash hack/sync-chart-crds.sh
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit tests/e2e

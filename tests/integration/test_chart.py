@@ -156,50 +156,15 @@ def test_rendered_objects_pass_server_side_dry_run(cluster: ClusterHandle, names
         "grafana.dashboards.enabled=true",
     )
     core = [d for d in docs if d["apiVersion"] != "monitoring.coreos.com/v1"]
-    _run(
-        "kubectl",
-        "apply",
-        "--dry-run=server",
-        "-n",
-        namespace,
-        "-f",
-        "-",
-        stdin=yaml.safe_dump_all(core),
-    )
+    _kubectl("apply", core, "--dry-run=server", "-n", namespace)
 
 
 # ----- the chart's RBAC runs the real operator --------------------------------------------
 
 
-def _apply(api: client.ApiClient, docs: list[dict[str, Any]]) -> None:
-    rbac = client.RbacAuthorizationV1Api(api)
-    core = client.CoreV1Api(api)
-    create = {
-        "ServiceAccount": lambda d: core.create_namespaced_service_account(
-            d["metadata"]["namespace"], d
-        ),
-        "Role": lambda d: rbac.create_namespaced_role(d["metadata"]["namespace"], d),
-        "RoleBinding": lambda d: rbac.create_namespaced_role_binding(d["metadata"]["namespace"], d),
-        "ClusterRole": rbac.create_cluster_role,
-        "ClusterRoleBinding": rbac.create_cluster_role_binding,
-    }
-    for doc in docs:
-        create[doc["kind"]](doc)
-
-
-def _delete_cluster_scoped(api: client.ApiClient, docs: list[dict[str, Any]]) -> None:
-    rbac = client.RbacAuthorizationV1Api(api)
-    delete = {
-        "ClusterRole": rbac.delete_cluster_role,
-        "ClusterRoleBinding": rbac.delete_cluster_role_binding,
-    }
-    for doc in docs:
-        if doc["kind"] in delete:
-            try:
-                delete[doc["kind"]](doc["metadata"]["name"])
-            except ApiException as error:
-                if error.status != 404:
-                    raise
+def _kubectl(verb: str, docs: list[dict[str, Any]], *flags: str) -> None:
+    """`kubectl <verb> -f -` with the admin kubeconfig the cluster fixture exports."""
+    _run("kubectl", verb, *flags, "-f", "-", stdin=yaml.safe_dump_all(docs))
 
 
 def _token_kubeconfig(admin: client.ApiClient, token: str, path: Path) -> Path:
@@ -222,7 +187,7 @@ def _token_kubeconfig(admin: client.ApiClient, token: str, path: Path) -> Path:
 
 
 @pytest.fixture
-def chart_rbac(admin_api: client.ApiClient, namespace: str) -> Iterator[tuple[str, str]]:
+def chart_rbac(cluster: ClusterHandle, namespace: str) -> Iterator[tuple[str, str]]:
     """The chart's ServiceAccount and RBAC in namespaced mode; yields (release, account)."""
     release = f"rh{secrets.token_hex(3)}"
     docs = _template(
@@ -243,11 +208,12 @@ def chart_rbac(admin_api: client.ApiClient, namespace: str) -> Iterator[tuple[st
         "ServiceAccount",
     ]
     account = next(d for d in docs if d["kind"] == "ServiceAccount")["metadata"]["name"]
-    _apply(admin_api, docs)
+    _kubectl("apply", docs)
     try:
         yield release, account
-    finally:
-        _delete_cluster_scoped(admin_api, docs)
+    finally:  # the namespace's deletion takes the rest
+        cluster_scoped = [d for d in docs if d["kind"].startswith("Cluster")]
+        _kubectl("delete", cluster_scoped, "--ignore-not-found", "--wait=false")
 
 
 def _prometheus(base: str, path: str, **params: str) -> dict[str, Any]:
@@ -313,7 +279,8 @@ def _start_proxy(api: client.ApiClient, namespace: str, source: str) -> None:
             ],
         },
     }
-    client.CoreV1Api(api).create_namespaced_pod(namespace, pod)
+    # The client takes a plain manifest as well as a V1Pod; its stubs say only V1Pod.
+    client.CoreV1Api(api).create_namespaced_pod(namespace, pod)  # type: ignore[arg-type]
 
 
 def _mint_token(admin: client.ApiClient, namespace: str, account: str) -> str:
@@ -324,6 +291,7 @@ def _mint_token(admin: client.ApiClient, namespace: str, account: str) -> str:
     response = client.CoreV1Api(admin).create_namespaced_service_account_token(
         account, namespace, request
     )
+    assert response.status is not None
     return str(response.status.token)
 
 

@@ -47,7 +47,7 @@ def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 def _structurally_valid(instance: Any, schema: dict[str, Any], path: str = "") -> list[str]:
     """A small subset of JSON Schema (type, properties, additionalProperties, items, enum)."""
-    kinds = {
+    kinds: dict[str, type | tuple[type, ...]] = {
         "object": dict,
         "array": list,
         "string": str,
@@ -84,7 +84,7 @@ def _structurally_valid(instance: Any, schema: dict[str, Any], path: str = "") -
 
 def _validation_errors(instance: Any) -> list[str]:
     try:
-        import jsonschema
+        import jsonschema  # type: ignore[import-untyped]  # no stubs installed
     except ImportError:  # not a declared dependency: fall back to the structural subset
         return _structurally_valid(instance, _schema())
     validator = jsonschema.Draft7Validator(_schema())

@@ -74,10 +74,18 @@ class Reconciler:
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     runtimes: dict[str, _Runtime] = field(default_factory=dict)
     locks: dict[str, threading.Lock] = field(default_factory=dict)
+    phases: dict[str, str] = field(default_factory=dict)
 
     def forget(self, uid: str) -> None:
         self.runtimes.pop(uid, None)
         self.locks.pop(uid, None)
+        self.phases.pop(uid, None)
+        self._count_phases()
+
+    def _count_phases(self) -> None:
+        for phase in ("LrRangeTest", "Running", "Succeeded", "Failed"):
+            count = sum(1 for p in self.phases.values() if p == phase)
+            self.metrics.studies.labels(phase).set(count)
 
     def reconcile(
         self, body: Mapping[str, Any], spec: StudySpec, now: float | None = None
@@ -86,7 +94,10 @@ class Reconciler:
         uid = body["metadata"]["uid"]
         lock = self.locks.setdefault(uid, threading.Lock())
         with lock, self.metrics.reconcile.time():
-            return _Pass(self, body, spec, time.time() if now is None else now).run()
+            status, events = _Pass(self, body, spec, time.time() if now is None else now).run()
+        self.phases[uid] = status["phase"]
+        self._count_phases()
+        return status, events
 
 
 class _Pass:
