@@ -590,6 +590,13 @@ class Engine:
         """
         self.running.pop(number, None)
         frozen = self._storage.get_trial(self._trial_id(number))
+        if not set(self.space.distributions) <= set(frozen.params):
+            # Interrupted inside `ask`, before all its parameters were drawn: it never
+            # launched, so there is nothing to re-run (re-queuing a partial set would
+            # let the sampler fill in a parameter set that already ran).
+            self._set_attr(number, ATTR_KIND, "duplicate")
+            self.study.tell(number, state=TrialState.FAIL)
+            return
         attempt = int(frozen.user_attrs.get(ATTR_ATTEMPT, 1))
         retry = not infrastructure or attempt <= self.spec.budget.max_retries
         next_attempt = attempt + 1 if infrastructure else attempt

@@ -133,23 +133,21 @@ def test_ctrl_c_stops_everything_and_the_same_command_resumes(tmp_path: Path, wr
     marker = "--seed=918273"
     document = synthetic_study(
         "resume",
-        args=["--steps", "4", "--step-seconds", "0.3", marker],
+        # Trials of several seconds, so Ctrl-C lands while some are still running.
+        args=["--steps", "10", "--step-seconds", "0.5", marker],
         budget={"maxTrials": 6, "parallelism": 2},
     )
     path = write_study(document)
     workdir = tmp_path / "work"
     command = [sys.executable, "-m", "rheostat.cli", "run", str(path), "--workdir", str(workdir)]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
+    # Watch the trials' result files, not the database: reading SQLite while the
+    # tuner writes it can block for seconds and let the whole study finish first.
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if (workdir / "study.db").exists():
-            try:
-                done = [t for t in _counted_trials(workdir) if t.state.is_finished()]
-            except KeyError:  # the study row is not written yet
-                continue
-            if len(done) >= 2:
-                break
-        time.sleep(0.2)
+        if len(list(workdir.glob("trials/t*/termination-message.json"))) >= 3:
+            break
+        time.sleep(0.1)
     first.send_signal(signal.SIGINT)
     _, stderr = first.communicate(timeout=30)
     assert first.returncode == 130, stderr
@@ -158,9 +156,9 @@ def test_ctrl_c_stops_everything_and_the_same_command_resumes(tmp_path: Path, wr
     finished_before = {
         t.number: t.params for t in _counted_trials(workdir) if t.state.is_finished()
     }
-    assert 2 <= len(finished_before) < 6
+    assert 1 <= len(finished_before) < 6
 
-    second = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+    second = subprocess.run(command, capture_output=True, text=True, check=False, timeout=240)
     assert second.returncode == 0, second.stderr
     counted = _counted_trials(workdir)
     assert len(counted) == 6

@@ -329,3 +329,16 @@ def test_a_bigger_budget_reopens_a_finished_study() -> None:
     assert engine.phase == "Running"
     run_to_end(engine)
     assert engine.counts().complete == 4
+
+
+def test_a_trial_interrupted_while_its_params_were_drawn_is_not_requeued() -> None:
+    spec = make_spec(budget={"maxTrials": 3, "parallelism": 1})
+    study = optuna.create_study(direction="minimize")
+    engine = open_engine(spec, study)
+    (first,) = starts(engine.next_actions(0.0))
+    finish(engine, first.number, 0.5)
+    study.ask()  # the tuner died inside ask(): a RUNNING trial with no parameters
+    resumed = open_engine(spec, study)
+    launched = run_to_end(resumed)
+    assert all(s.params != first.params for s in launched)
+    assert resumed.counts().complete == 3
