@@ -41,8 +41,11 @@ ATTR_ATTEMPT = "rheostat:attempt"
 ATTR_REQUEUED = "rheostat:requeued"  # re-runs of known parameters skip the duplicate check
 ATTR_LR_RANGE = "rheostat:lrRangeTest"
 ATTR_SPEC = "rheostat:spec"
-# How often to re-ask when a sampler proposes parameters already tried.
-MAX_DUPLICATE_ASKS = 20
+# How often to re-ask the study's sampler, then plain random sampling, when a
+# proposal repeats parameters already tried. Model-based asks are the expensive
+# ones (a GP fit each), so they get few tries before the cheap fallback.
+SAMPLER_RETRIES = 3
+RANDOM_RETRIES = 30
 
 
 # ----- events a backend reports -------------------------------------------------------
@@ -498,11 +501,14 @@ class Engine:
         back to plain random sampling; only when that finds nothing new either is
         the space taken as used up.
         """
-        trials = len(self.study.get_trials(deepcopy=False))
-        # A rebuilt grid forgets which points it visited; each re-ask marks one.
+        trials = self.study.get_trials(deepcopy=False)
+        sampler_tries = SAMPLER_RETRIES
+        if self.space.grid is not None:
+            # A rebuilt grid forgets which points it visited; each re-ask marks one.
+            sampler_tries += sum(1 for t in trials if _outcome(t) is not None)
         rounds = [
-            (None, MAX_DUPLICATE_ASKS + trials),
-            (self._fallback_sampler(trials), MAX_DUPLICATE_ASKS),
+            (None, sampler_tries),
+            (self._fallback_sampler(len(trials)), RANDOM_RETRIES),
         ]
         for sampler, tries in rounds:
             for _ in range(tries):
