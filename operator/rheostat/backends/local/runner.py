@@ -117,7 +117,9 @@ class LocalRunner:
 
     def run(self) -> Engine:
         """Run until the study ends; Ctrl-C stops every trial and keeps the study resumable."""
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        # Both signals stop the study cleanly, even where the shell started us with
+        # SIGINT ignored (a background job), which would leave Ctrl-C without effect.
+        previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             with self.display:
                 self._loop()
@@ -125,7 +127,8 @@ class LocalRunner:
             self._stop_everything()
             raise
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         return self.engine
 
     def _loop(self) -> None:
