@@ -16,7 +16,7 @@ import pytest
 from rheostat.backends.local.runner import LocalRunner, RunOptions
 from rheostat.engine import Engine
 from rheostat.spec import study_from_mapping
-from tests.e2e.conftest import synthetic_study
+from tests.studies import synthetic_study
 
 ALGORITHMS = ["grid", "random", "tpe", "bayesian", "cmaes", "qmc"]
 

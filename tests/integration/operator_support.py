@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import signal
 import socket
@@ -18,7 +17,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from rheostat.crd import all_crds
-from tests.bad_specs import good_study
+from tests import studies
 
 GROUP, VERSION = "rheostat.dev", "v1alpha1"
 
@@ -144,36 +143,12 @@ def operator(
         process.stop()
 
 
-def synthetic_study(
-    name: str,
-    *,
-    algorithm: str = "tpe",
-    args: list[str] | None = None,
-    budget: dict[str, Any] | None = None,
-    pruner: str = "none",
-    lr_test: bool = False,
-    resources: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    document = copy.deepcopy(good_study())
-    spec = document["spec"]
-    document["metadata"]["name"] = name
-    spec["objective"] = {"metric": "loss", "direction": "minimize"}
-    spec["algorithm"] = {"name": algorithm, "seed": 3}
-    if algorithm == "grid":
-        spec["parameters"] = [
-            {"name": "x", "type": "float", "min": 0.0, "max": 0.6, "step": 0.3},
-            {"name": "optimizer", "type": "categorical", "values": ["sgd", "adam"]},
-        ]
-    if not lr_test:
-        spec.pop("lrRangeTest")
-    spec["budget"] = budget or {"maxTrials": 3, "parallelism": 3}
-    spec["earlyStopping"] = {"pruner": pruner}
-    spec["metrics"] = {"scrapeInterval": 0.5}
-    container = spec["trialTemplate"]["spec"]["containers"][0]
-    container["command"] = ["python", "-m", "rheostat_trainer.examples.synthetic", *(args or [])]
-    if resources:
-        container["resources"] = resources
-    return document
+def synthetic_study(name: str, **options: Any) -> dict[str, Any]:
+    """The shared synthetic study with the cluster tests' defaults."""
+    options.setdefault("budget", {"maxTrials": 3, "parallelism": 3})
+    options.setdefault("scrape_interval", 0.5)
+    options.setdefault("seed", 3)
+    return studies.synthetic_study(name, **options)
 
 
 def create_study(api: client.ApiClient, namespace: str, document: dict[str, Any]) -> None:

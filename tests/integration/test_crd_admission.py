@@ -9,15 +9,14 @@ named, so local runs and `kubectl apply` agree.
 from __future__ import annotations
 
 import copy
-import time
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from rheostat.crd import all_crds
 from tests.bad_specs import BAD_CASES, BadCase, bad_document, good_study
+from tests.integration.operator_support import install_crds
 
 pytestmark = pytest.mark.integration
 
@@ -39,22 +38,7 @@ OPERATOR_ONLY_CASES = {"categorical-without-values"}
 
 @pytest.fixture(scope="module")
 def crds_installed(admin_api: client.ApiClient) -> client.CustomObjectsApi:
-    extensions = client.ApiextensionsV1Api(admin_api)
-    for crd in all_crds():
-        try:
-            extensions.create_custom_resource_definition(crd)
-        except ApiException as error:
-            if error.status != 409:
-                raise
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        crd = extensions.read_custom_resource_definition(f"{PLURAL}.{GROUP}")
-        conditions = {c.type: c.status for c in (crd.status.conditions or [])}
-        if conditions.get("Established") == "True":
-            break
-        time.sleep(0.5)
-    else:
-        pytest.fail("the TuningStudy CRD never became Established")
+    install_crds(admin_api)
     return client.CustomObjectsApi(admin_api)
 
 
