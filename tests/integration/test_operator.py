@@ -298,7 +298,8 @@ def test_intermediate_values_can_come_from_prometheus(
         pytest.fail("the test cluster has no Prometheus")
     document = synthetic_study(
         "promql",
-        args=["--steps", "6", "--step-seconds", "1"],
+        # Long enough for Prometheus to discover the pods and scrape them a few times.
+        args=["--steps", "15", "--step-seconds", "1"],
         budget={"maxTrials": 2, "parallelism": 2},
     )
     document["spec"]["metrics"]["prometheusUrl"] = cluster.prometheus_url
