@@ -61,6 +61,17 @@ def wait(predicate: Callable[[], Any], seconds: float, what: str, interval: floa
     pytest.fail(f"timed out after {seconds}s waiting for {what}")
 
 
+def require_prometheus(url: str | None) -> str:
+    """The cluster's Prometheus URL. Our own harness always starts one, so under CI a
+    missing server is a failure; on someone else's cluster it only skips the test."""
+    if url:
+        return url
+    message = "no Prometheus for this cluster (set RHEOSTAT_TEST_PROMETHEUS_URL)"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -36,6 +36,7 @@ from tests.integration.operator_support import (
     OperatorProcess,
     create_study,
     install_crds,
+    require_prometheus,
     synthetic_study,
     trials,
     wait_for_phase,
@@ -427,8 +428,7 @@ def test_the_chart_rbac_runs_a_study_and_every_panel_query_works(
         with urllib.request.urlopen(source, timeout=10) as response:
             _check_operator_metrics(response.read().decode(), namespace)
 
-        if cluster.prometheus_url is None:
-            pytest.skip("no Prometheus for this cluster: panel queries not run")
+        require_prometheus(cluster.prometheus_url)
         base = str(cluster.prometheus_url)
         _start_proxy(admin_api, namespace, source)
         proxied = (

@@ -22,6 +22,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.cluster.polling import wait_for
 from tests.integration.conftest import ClusterHandle, ServiceAccountClient
+from tests.integration.operator_support import require_prometheus
 
 pytestmark = pytest.mark.integration
 
@@ -342,8 +343,7 @@ def _query(base: str, promql: str) -> list[dict[str, Any]]:
 def test_prometheus_scrapes_a_running_pod(
     cluster: ClusterHandle, admin_api: client.ApiClient, namespace: str
 ) -> None:
-    if cluster.prometheus_url is None:
-        pytest.skip("no Prometheus for this cluster (set RHEOSTAT_TEST_PROMETHEUS_URL)")
+    require_prometheus(cluster.prometheus_url)
     core = client.CoreV1Api(admin_api)
     labels = {
         "rheostat.dev/study": "smoke",

@@ -11,6 +11,7 @@ from kubernetes import client
 from tests.integration.operator_support import (
     OperatorProcess,
     create_study,
+    require_prometheus,
     synthetic_study,
     trials,
     wait,
@@ -294,15 +295,14 @@ def test_a_lost_pod_is_retried_with_the_same_parameters(
 def test_intermediate_values_can_come_from_prometheus(
     cluster: Any, admin_api: client.ApiClient, namespace: str, operator: OperatorProcess
 ) -> None:
-    if not cluster.prometheus_url:
-        pytest.fail("the test cluster has no Prometheus")
+    prometheus = require_prometheus(cluster.prometheus_url)
     document = synthetic_study(
         "promql",
         # Long enough for Prometheus to discover the pods and scrape them a few times.
         args=["--steps", "15", "--step-seconds", "1"],
         budget={"maxTrials": 2, "parallelism": 2},
     )
-    document["spec"]["metrics"]["prometheusUrl"] = cluster.prometheus_url
+    document["spec"]["metrics"]["prometheusUrl"] = prometheus
     create_study(admin_api, namespace, document)
     wait_for_phase(
         admin_api, namespace, "promql", {"Succeeded", "Failed"}, seconds=180, operator=operator
