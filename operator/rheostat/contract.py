@@ -7,6 +7,7 @@ Both backends pass parameters the same way, so a trainer written against
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,6 +48,16 @@ def trial_env(
     return env
 
 
+# Kubernetes keeps at most 4096 bytes of a termination message, but the local backend
+# reads the trainer's file, which can be any size. Anything far over the contract's
+# 4096 bytes is not a message a trainer meant to write, so it is not decoded at all.
+MAX_TERMINATION_MESSAGE_BYTES = 64 * 1024
+
+
+class ContractError(ValueError):
+    """A trial's message that cannot be read; the message names what is wrong."""
+
+
 def _number(value: Any) -> Any:
     """Decode the non-finite encodings a trainer writes ("nan", "inf", "-inf")."""
     if isinstance(value, str) and value.lower() in {"nan", "inf", "-inf", "+inf", "infinity"}:
@@ -55,13 +66,21 @@ def _number(value: Any) -> Any:
 
 
 def parse_termination_message(text: str) -> dict[str, Any] | None:
-    """The JSON a trainer wrote with finish(), or None when there is none usable."""
+    """The JSON a trainer wrote with finish(), or None when there is none usable.
+
+    Never raises: the text is a trial's, so an oversized, malformed or absurdly deep
+    one is treated as no message rather than taking down the reader.
+    """
+    if len(text) > MAX_TERMINATION_MESSAGE_BYTES:  # cheap: a character is at least a byte
+        return None
+    if len(text.encode("utf-8", errors="replace")) > MAX_TERMINATION_MESSAGE_BYTES:
+        return None
     text = text.strip()
     if not text:
         return None
     try:
         message = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # JSONDecodeError, too many digits, deep nesting
         return None
     if not isinstance(message, dict):
         return None
@@ -70,11 +89,45 @@ def parse_termination_message(text: str) -> dict[str, Any] | None:
     return message
 
 
+def _curve_values(curve: Mapping[str, Any], key: str) -> list[float]:
+    """One of the curve's lists as floats; null and "nan" (a NaN loss) are both NaN."""
+    values = curve[key]
+    if not isinstance(values, list):
+        raise ContractError(f"lrRangeTest.{key} is not a list: {_brief(values)}")
+    floats: list[float] = []
+    for i, value in enumerate(values):
+        if value is None:  # JSON.stringify and pandas write NaN as null
+            floats.append(math.nan)
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ContractError(f"lrRangeTest.{key}[{i}] is not a number: {_brief(value)}")
+        try:
+            floats.append(float(_number(value)))
+        except (ValueError, OverflowError):  # "abc", or an integer beyond a float's range
+            raise ContractError(
+                f"lrRangeTest.{key}[{i}] is not a number: {_brief(value)}"
+            ) from None
+    return floats
+
+
+def _brief(value: Any) -> str:
+    """The repr of a value, shortened for an error message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def lr_curve(message: Mapping[str, Any] | None) -> tuple[list[float], list[float]] | None:
-    """The LR range test's (lrs, losses) from its termination message, if present."""
+    """The LR range test's (lrs, losses) from its termination message, if present.
+
+    None when the message has no curve; ContractError (a ValueError) when it has one
+    that cannot be read: lrs or losses not lists, of unequal length, or holding
+    something that is not a number. A null or "nan" loss is NaN (a diverged step).
+    """
     curve = message.get("lrRangeTest") if message else None
-    if isinstance(curve, dict) and "lrs" in curve and "losses" in curve:
-        return [float(_number(v)) for v in curve["lrs"]], [
-            float(_number(v)) for v in curve["losses"]
-        ]
-    return None
+    if not (isinstance(curve, dict) and "lrs" in curve and "losses" in curve):
+        return None
+    lrs = _curve_values(curve, "lrs")
+    losses = _curve_values(curve, "losses")
+    if len(lrs) != len(losses):
+        raise ContractError(f"lrRangeTest: {len(lrs)} lrs but {len(losses)} losses")
+    return lrs, losses
