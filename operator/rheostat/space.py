@@ -7,8 +7,9 @@ outcome. Fixed parameters are passed to every trial but never sampled.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from optuna.distributions import (
@@ -22,6 +23,11 @@ from rheostat.spec import Parameter, Scalar
 
 # A grid larger than this is almost certainly a typo (a tiny step), not a plan.
 MAX_GRID_POINTS = 1_000_000
+# A discrete space up to this size is listed point by point once samplers stop
+# finding untried points, so a budget as large as the space runs every point once.
+MAX_ENUMERATED_POINTS = 100_000
+
+PointKey = tuple[float | int, ...]
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,55 @@ class SearchSpace:
     def complete(self, sampled: Mapping[str, Scalar]) -> dict[str, Scalar]:
         """A trial's full parameter set: sampled values plus the fixed ones."""
         return {**sampled, **self.fixed}
+
+    def key(self, params: Mapping[str, Scalar]) -> PointKey:
+        """Which point of the space `params` is, immune to float rounding.
+
+        Two proposals of a stepped float can differ in the last bit (0.3 against
+        0.30000000000000004) and still be one point; a categorical's `1` and `True`
+        compare equal in Python and are two. Fixed parameters are the same for every
+        trial and left out.
+        """
+        return tuple(_point_index(d, params[n]) for n, d in self.distributions.items())
+
+    @property
+    def size(self) -> int | None:
+        """How many points the space has; None when a parameter is continuous."""
+        total = 1
+        for dist in self.distributions.values():
+            values = finite_values(dist)
+            if values is None:
+                return None
+            total *= len(values)
+        return total
+
+    def points(self) -> Iterator[dict[str, Scalar]]:
+        """Every point of a discrete space (call only when `size` is not None)."""
+        names = list(self.distributions)
+        columns = [finite_values(self.distributions[n]) or [] for n in names]
+        for values in itertools.product(*columns):
+            yield dict(zip(names, values, strict=True))
+
+
+def finite_values(dist: BaseDistribution) -> list[Scalar] | None:
+    """Every value a discrete distribution can take; None for a continuous one."""
+    if isinstance(dist, CategoricalDistribution):
+        return [c for c in dist.choices if c is not None]
+    if isinstance(dist, IntDistribution):
+        return list(range(dist.low, dist.high + 1, dist.step))
+    if isinstance(dist, FloatDistribution) and dist.step is not None:
+        count = math.floor((dist.high - dist.low) / dist.step + 1e-9) + 1
+        digits = max(0, -math.floor(math.log10(dist.step)) + 6)
+        return [round(dist.low + i * dist.step, digits) for i in range(count)]
+    return None
+
+
+def _point_index(dist: BaseDistribution, value: Scalar) -> float | int:
+    if isinstance(dist, CategoricalDistribution):
+        return int(dist.to_internal_repr(value))
+    if isinstance(dist, FloatDistribution) and dist.step is not None:
+        return round((float(value) - dist.low) / dist.step)
+    return float(value) if isinstance(dist, FloatDistribution) else int(value)
 
 
 def distribution(parameter: Parameter) -> BaseDistribution:

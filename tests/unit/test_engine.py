@@ -14,6 +14,7 @@ from rheostat.engine import (
     Lost,
     LrRangeFinished,
     Progress,
+    Started,
     StartLrRangeTest,
     StartTrial,
     StopTrial,
@@ -127,6 +128,7 @@ def test_lost_trials_are_retried_with_the_same_params_and_not_counted() -> None:
 def test_timeouts_stop_and_fail_the_trial() -> None:
     engine = open_engine(make_spec(budget={"maxTrials": 1, "trialTimeout": 10}))
     (trial,) = starts(engine.next_actions(0.0))
+    engine.observe(Started(trial.number, 0.0), 0.0)
     assert engine.next_actions(5.0) == []
     actions = engine.next_actions(11.0)
     assert actions == [StopTrial(trial.number, "timeout")]
@@ -342,3 +344,123 @@ def test_a_trial_interrupted_while_its_params_were_drawn_is_not_requeued() -> No
     launched = run_to_end(resumed)
     assert all(s.params != first.params for s in launched)
     assert resumed.counts().complete == 3
+
+
+def test_the_timeout_counts_from_the_trainers_start_not_from_launch() -> None:
+    """Time spent waiting for a node is the cluster's (unschedulableTimeout), not the trial's."""
+    engine = open_engine(make_spec(budget={"maxTrials": 1, "trialTimeout": 5}))
+    (trial,) = starts(engine.next_actions(0.0))
+    assert engine.next_actions(100.0) == []  # pending for 100 s: no timeout
+    engine.observe(Started(trial.number, 100.0), 100.0)
+    engine.observe(Started(trial.number, 103.0), 103.0)  # repeated reports keep the first
+    assert engine.next_actions(104.0) == []
+    assert engine.next_actions(105.5) == [StopTrial(trial.number, "timeout")]
+
+
+def test_a_study_failed_by_timeouts_starts_nothing_and_stops_the_rest() -> None:
+    engine = open_engine(
+        make_spec(
+            budget={"maxTrials": 10, "parallelism": 2, "maxFailedTrials": 1, "trialTimeout": 10}
+        )
+    )
+    first = starts(engine.next_actions(0.0))
+    for trial in first:
+        engine.observe(Started(trial.number, 0.0), 0.0)
+    actions = engine.next_actions(11.0)
+    assert engine.phase == "Failed"
+    assert not starts(actions), "a failed study launched new trials"
+    assert sorted(a.number for a in actions if isinstance(a, StopTrial)) == sorted(
+        t.number for t in first
+    )
+    assert engine.running == {}
+    assert engine.next_actions(12.0) == []
+
+
+def test_a_study_whose_every_trial_failed_has_failed() -> None:
+    engine = open_engine(make_spec(budget={"maxTrials": 3, "parallelism": 3, "maxFailedTrials": 5}))
+    for trial in starts(engine.next_actions(0.0)):
+        engine.observe(Finished(trial.number, 1, None, "boom"), 1.0)
+    engine.next_actions(1.0)
+    assert engine.phase == "Failed"
+    assert "no trial completed" in engine.status()["reason"]
+
+
+def test_a_study_with_one_complete_trial_succeeds() -> None:
+    engine = open_engine(make_spec(budget={"maxTrials": 3, "parallelism": 3, "maxFailedTrials": 5}))
+    trials = starts(engine.next_actions(0.0))
+    for trial in trials[:-1]:
+        engine.observe(Finished(trial.number, 1, None, "boom"), 1.0)
+    finish(engine, trials[-1].number, 0.5)
+    engine.next_actions(1.0)
+    assert engine.phase == "Succeeded"
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "size"), [("random", 200), ("tpe", 200), ("tpe", 50), ("bayesian", 8)]
+)
+def test_a_space_no_bigger_than_the_budget_runs_every_point_once(algorithm: str, size: int) -> None:
+    spec = make_spec(
+        algorithm={"name": algorithm, "seed": 7},
+        parameters=[{"name": "n", "type": "int", "min": 1, "max": size}],
+        budget={"maxTrials": size + 10, "parallelism": 1},
+    )
+    engine = open_engine(spec)
+    assert engine.target_trials == size
+    launched = run_to_end(engine)
+    assert engine.phase == "Succeeded"
+    assert sorted(s.params["n"] for s in launched) == list(range(1, size + 1))
+
+
+def test_stepped_floats_that_differ_in_the_last_bit_are_one_point() -> None:
+    spec = make_spec(
+        algorithm={"name": "random", "seed": 2},
+        parameters=[{"name": "x", "type": "float", "min": 0.0, "max": 1.0, "step": 0.1}],
+        budget={"maxTrials": 11, "parallelism": 1},
+    )
+    engine = open_engine(spec)
+    launched = run_to_end(engine)
+    assert sorted(round(float(s.params["x"]), 6) for s in launched) == [i / 10 for i in range(11)]
+
+
+def _rising_curve(steps: int = 100) -> tuple[list[float], list[float]]:
+    lrs = exponential_schedule(1e-8, 1.0, steps)
+    return lrs, [1.0 + 0.05 * i for i in range(steps)]
+
+
+def test_fix_with_a_suggestion_outside_the_users_range_searches_the_range() -> None:
+    document = good_study()
+    document["spec"]["objective"] = {"metric": "loss", "direction": "minimize"}
+    document["spec"]["parameters"][0].update(min=1e-4, max=0.1)
+    document["spec"]["lrRangeTest"].update(minLr=1e-8, maxLr=1.0, apply="fix", suggestion="minimum")
+    engine = open_engine(study_from_mapping(document).spec)
+    engine.next_actions(0.0)
+    engine.observe(LrRangeFinished(*_rising_curve()), 1.0)
+    assert engine.lr_result is not None
+    assert engine.lr_result.suggested_lr < 1e-4
+    status = engine.status()["lrRangeTest"]
+    assert status["policy"] == "report"
+    assert "outside lr's range" in status["warning"]
+    trials = run_to_end(engine)
+    assert all(1e-4 <= t.params["lr"] <= 0.1 for t in trials)
+    assert len({t.params["lr"] for t in trials}) > 1, "the lr was fixed after all"
+
+
+@pytest.mark.parametrize(
+    "curve",
+    [
+        ([1e-5, 1e-4, 1e-3], [1.0, 0.9]),  # unequal lengths
+        ([1e-5, 1e-4], [math.nan, 1.0]),  # nothing usable at the start
+        ([], []),
+    ],
+)
+def test_a_malformed_lr_curve_is_an_lr_test_error_and_the_study_goes_on(
+    curve: tuple[list[float], list[float]],
+) -> None:
+    document = good_study()
+    document["spec"]["objective"] = {"metric": "loss", "direction": "minimize"}
+    engine = open_engine(study_from_mapping(document).spec)
+    engine.next_actions(0.0)
+    engine.observe(LrRangeFinished(*curve), 1.0)
+    assert engine.phase == "Running"
+    assert "could not be used" in engine.status()["lrRangeTest"]["error"]
+    assert starts(engine.next_actions(1.0))
