@@ -156,6 +156,12 @@ BAD_CASES: list[BadCase] = [
     ),
     BadCase("no-budget", _set("spec.budget", _DELETE), "spec.budget"),
     BadCase("unknown-spec-field", _set("spec.maxTrialCount", 3), "spec.maxTrialCount"),
+    BadCase("parameter-names-differ-only-in-case", _param(1, name="LR"), "spec.parameters"),
+    BadCase(
+        "trials-that-restart-in-place",
+        _set("spec.trialTemplate.spec.restartPolicy", "Always"),
+        "spec.trialTemplate.spec.restartPolicy",
+    ),
 ]
 
 

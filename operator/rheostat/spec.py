@@ -228,7 +228,10 @@ class Budget(SpecModel):
         default=3, ge=0, description="The study fails once more trials than this have failed."
     )
     trial_timeout: int | None = Field(
-        default=None, ge=1, description="Seconds a trial may run before it is stopped and failed."
+        default=None,
+        ge=1,
+        description="Seconds a trial's trainer may run before it is stopped and failed, "
+        "counted from its container's start (waiting for a node does not count).",
     )
     max_retries: int = Field(
         default=2,
@@ -242,8 +245,9 @@ class Budget(SpecModel):
         default=600,
         ge=1,
         description=(
-            "Seconds a trial pod may stay unschedulable before it stops counting "
-            "against parallelism and is reported."
+            "Seconds a trial pod may stay stuck (unschedulable, its image not pulled, its "
+            "config missing, refused by admission) before the attempt counts as lost to "
+            "the cluster and is retried (up to maxRetries)."
         ),
     )
 
@@ -301,9 +305,15 @@ class Container(BaseModel):
 class PodSpec(BaseModel):
     """The trial pod's spec; fields other than containers are passed through."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
     containers: list[Container] = Field(
         min_length=1, description="Containers; the first one is the trainer."
+    )
+    restart_policy: Literal["Never"] | None = Field(
+        default=None,
+        alias="restartPolicy",
+        description="Never (the default): a trainer that exits is a finished or failed "
+        "trial; retries of infrastructure losses are Rheostat's, with the same parameters.",
     )
 
 
@@ -340,6 +350,14 @@ class StudySpec(SpecModel):
     trial_template: TrialTemplate = Field(description="Pod template of each trial.")
 
     rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="self.parameters.all(p, self.parameters.filter(q, "
+            "q.name.upperAscii() == p.name.upperAscii()).size() == 1)",
+            message="parameter names must differ in more than case: each is passed as "
+            "RHEOSTAT_PARAM_<NAME in upper case>",
+            check=lambda s: len({p.name.upper() for p in s.parameters}) == len(s.parameters),
+            field=".parameters",
+        ),
         Rule(
             cel="self.algorithm.name != 'grid' || "
             "self.parameters.all(p, p.type != 'float' || has(p.step))",

@@ -281,7 +281,8 @@ class PodRunner(threading.Thread):
                 condition("ContainersReady", all_ready, done_reason),
                 condition("Ready", all_ready, done_reason),
             ],
-            "containerStatuses": statuses,
+            # Sorted by name, as a real kubelet does: the first is not the trainer's.
+            "containerStatuses": sorted(statuses, key=lambda c: str(c["name"])),
         }
         body = {"metadata": {"uid": self.uid}, "status": status}
         try:

@@ -158,6 +158,7 @@ def test_a_gpu_request_no_node_can_meet_is_reported_not_silent(
         "parallelism": 1,
         "maxRetries": 0,
         "maxFailedTrials": 0,
+        "trialTimeout": 2,  # waiting for a node is not running: it must not time out
         "unschedulableTimeout": 6,
     }
     document = synthetic_study("gpus", budget=budget, resources={"limits": {"nvidia.com/gpu": 64}})
@@ -176,12 +177,13 @@ def test_a_gpu_request_no_node_can_meet_is_reported_not_silent(
             (
                 c
                 for c in status.get("conditions", [])
-                if c["type"] == "Unschedulable" and c["status"] == "True"
+                if c["type"] == "TrialsStuck" and c["status"] == "True"
             ),
             None,
         )
 
-    condition = wait(unschedulable_condition, 60, "an Unschedulable condition")
+    condition = wait(unschedulable_condition, 60, "a TrialsStuck condition")
+    assert condition["reason"] == "Unschedulable"
     assert "nvidia.com/gpu" in condition["message"]
     study = wait_for_phase(admin_api, namespace, "gpus", {"Failed"}, seconds=120, operator=operator)
     trial = trials(admin_api, namespace, "gpus")[0]

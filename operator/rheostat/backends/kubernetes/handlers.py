@@ -13,13 +13,15 @@ import os
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
-from rheostat.backends.kubernetes.kube import Kube
+from rheostat.backends.kubernetes.kube import Kube, api_message
 from rheostat.backends.kubernetes.reconcile import TERMINAL_PHASES, Reconciler
 from rheostat.spec import API_GROUP, API_VERSION, InvalidStudyError, study_from_mapping
 from rheostat.validation import runtime_problems
 
 STUDIES = "tuningstudies"
+LOGGER = logging.getLogger(__name__)
 INTERVAL = float(os.environ.get("RHEOSTAT_RECONCILE_INTERVAL", "2"))
 RECONCILER: Reconciler | None = None
 
@@ -61,8 +63,22 @@ def _drive(body: kopf.Body, patch: kopf.Patch) -> None:
             body, reason=event.reason, message=event.message
         )
     if {k: status.get(k) for k in new_status} != new_status:
-        for key, value in new_status.items():
-            patch.status[key] = value
+        _write_status(body, new_status)
+
+
+def _write_status(body: kopf.Body, status: dict[str, Any]) -> None:
+    """Write the study's status ourselves, so that a refused write is loud.
+
+    A write the API server refuses is logged and posted as an Event; the next pass
+    sees the old status and writes again, so the study is never silently left behind.
+    """
+    meta = body["metadata"]
+    try:
+        reconciler().kube.patch_study_status(meta["namespace"], meta["name"], status)
+    except ApiException as error:
+        message = f"could not write the study's status: {api_message(error)}"
+        LOGGER.error("%s/%s: %s", meta["namespace"], meta["name"], message)
+        kopf.warn(body, reason="StatusWriteFailed", message=message)
 
 
 @kopf.on.startup(id="configure")

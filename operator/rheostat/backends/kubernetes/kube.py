@@ -6,6 +6,8 @@ did that step before a restart), deleting one that is gone is success.
 
 from __future__ import annotations
 
+import json
+import math
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +20,31 @@ from rheostat.spec import API_GROUP, API_VERSION
 
 TRIALS = "tuningtrials"
 STUDIES = "tuningstudies"
+# The API server's answers to a manifest it will never accept, whatever the retry.
+REFUSED_STATUSES = {400, 422}
+
+
+class RefusedError(Exception):
+    """The API server refused an object for good (invalid); the message is its reason."""
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float as null: the API server refuses NaN in JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def api_message(error: ApiException) -> str:
+    """The API server's own explanation, not the client's wall of headers."""
+    try:
+        return str(json.loads(error.body or "")["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"{error.status} {error.reason}"
 
 
 class Kube:
@@ -76,22 +103,46 @@ class Kube:
         return created
 
     def patch_trial_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self._patch_status(TRIALS, namespace, name, status)
+
+    def patch_study_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self._patch_status(STUDIES, namespace, name, status)
+
+    def _patch_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        body = {"status": json_safe(dict(status))}
         try:
             self.custom.patch_namespaced_custom_object_status(
-                API_GROUP, API_VERSION, namespace, TRIALS, name, {"status": dict(status)}
+                API_GROUP, API_VERSION, namespace, plural, name, body
             )
         except ApiException as error:
             if error.status != 404:  # the study is being deleted
                 raise
 
+    def job_warning(self, namespace: str, job: str) -> str | None:
+        """The newest Warning event on a Job (why its pods were refused), if any."""
+        events = self.core.list_namespaced_event(
+            namespace,
+            field_selector=f"involvedObject.kind=Job,involvedObject.name={job},type=Warning",
+        )
+        newest = max(
+            events.items,
+            key=lambda e: str(e.last_timestamp or e.event_time or e.metadata.creation_timestamp),
+            default=None,
+        )
+        return None if newest is None else f"{newest.reason}: {newest.message}"
+
     def create_job(self, job: Mapping[str, Any]) -> bool:
-        """Create a Job; False when it already existed."""
+        """Create a Job; False when it already existed, RefusedError when it never will."""
         try:
             # The client takes a plain manifest as well as a V1Job; its stubs say only V1Job.
             self.batch.create_namespaced_job(job["metadata"]["namespace"], dict(job))  # type: ignore[arg-type]
         except ApiException as error:
             if error.status == 409:
                 return False
+            if error.status in REFUSED_STATUSES:
+                raise RefusedError(api_message(error)) from None
             raise
         return True
 

@@ -2,9 +2,16 @@
 
 The distinction that matters is whose fault a failure was. A non-zero exit is the
 trainer's (counted against maxFailedTrials, never retried); an eviction, a lost node,
-a pod that vanished or stayed unschedulable is the cluster's (the same parameters are
+a deleted pod, or a pod that never got going (unschedulable, its image not pulled,
+its config missing, refused by admission) is the cluster's (the same parameters are
 retried, up to maxRetries). OOMKilled counts as the trainer's: retrying the same
 parameters would run out of memory again.
+
+The order of the checks is deliberate: *who* ended a pod (the node, a user deleting
+it, the Job's deadline) is decided before *how* its container exited, because a
+trainer that dies of the SIGTERM a deletion sends exits non-zero (or, if it catches
+the signal and finishes early, zero) and would otherwise read as its own failure or
+success.
 """
 
 from __future__ import annotations
@@ -21,18 +28,33 @@ INFRA_POD_REASONS = {
     "Terminated",
     "UnexpectedAdmissionError",
 }
+# Container waiting reasons that do not clear by themselves soon: the pod will not
+# start until someone fixes the image, the config or the registry.
+STUCK_WAITING_REASONS = {
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+}
+# How long a Job may show no pod before it is reported as stuck: the Job controller
+# creates pods within milliseconds, unless the API refuses them (FailedCreate).
+NO_POD_GRACE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
 class Pending:
-    """Not running yet; `unschedulable` carries the scheduler's reason, if any."""
+    """Not running yet; `reason`/`message` say why, when it is stuck rather than on its way."""
 
-    unschedulable: str | None = None
+    reason: str | None = None
+    message: str = ""
 
 
 @dataclass(frozen=True)
 class Running:
     pod_ip: str | None
+    started_at: float
 
 
 @dataclass(frozen=True)
@@ -69,13 +91,18 @@ def _conditions(obj: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
 
 
-def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    statuses = (pod.get("status") or {}).get("containerStatuses") or []
-    if not statuses:
-        return None
-    state = statuses[0].get("state") or {}
-    terminated = state.get("terminated")
-    return terminated if isinstance(terminated, Mapping) else None
+def trainer_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The trainer's container status: the template's first container, found by name.
+
+    A kubelet sorts `containerStatuses` by container name, so the first status is
+    the trainer's only by chance; a helper container next to it must not speak for it.
+    """
+    containers = (pod.get("spec") or {}).get("containers") or []
+    name = containers[0].get("name") if containers else None
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == name:
+            return dict(status)
+    return {}
 
 
 def _latest(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
@@ -88,31 +115,40 @@ def job_state(
     job: Mapping[str, Any] | None,
     pods: Sequence[Mapping[str, Any]],
     now: float,
-    unschedulable_timeout: float,
+    stuck_timeout: float,
 ) -> JobState:
-    """What a trial's Job and its newest pod say about the trial."""
+    """What a trial's Job and its newest pod say about the trial.
+
+    `stuck_timeout` (the study's unschedulableTimeout) bounds how long a pod may stay
+    stuck before the attempt counts as lost to the cluster.
+    """
     if job is None:
         return Missing()
-    pod = _latest(pods)
     job_conditions = _conditions(job)
+    failed = job_conditions.get("Failed")
+    job_failed = failed is not None and failed.get("status") == "True"
+    if job_failed and failed is not None and failed.get("reason") == "DeadlineExceeded":
+        # The Job controller deletes the pod itself: ask the Job, not the pod, why.
+        return TrainingFailed(-1, "the Job's activeDeadlineSeconds ran out")
+    pod = _latest(pods)
     if pod is not None:
-        state = _pod_state(pod, now, unschedulable_timeout)
-        if not isinstance(state, Pending) or "Failed" not in job_conditions:
+        state = _pod_state(pod, now, stuck_timeout)
+        if not isinstance(state, Pending) or not job_failed:
             return state
     complete = job_conditions.get("Complete") or job_conditions.get("SuccessCriteriaMet")
     if complete is not None and complete.get("status") == "True":
         return Succeeded("")
-    failed = job_conditions.get("Failed")
-    if failed is not None and failed.get("status") == "True":
-        if failed.get("reason") == "DeadlineExceeded":
-            return TrainingFailed(-1, "the Job's activeDeadlineSeconds ran out")
+    if job_failed and failed is not None:
         return InfrastructureLost(
             f"the Job failed with no pod to show why ({failed.get('reason')})"
         )
+    created = timestamp(job["metadata"].get("creationTimestamp")) or now
+    if pod is None and now - created > NO_POD_GRACE_SECONDS:
+        return _stuck("FailedCreate", "the Job has created no pod", now - created, stuck_timeout)
     return Pending()
 
 
-def _pod_state(pod: Mapping[str, Any], now: float, unschedulable_timeout: float) -> JobState:
+def _pod_state(pod: Mapping[str, Any], now: float, stuck_timeout: float) -> JobState:
     status = pod.get("status") or {}
     conditions = _conditions(pod)
     disruption = conditions.get("DisruptionTarget")
@@ -121,25 +157,62 @@ def _pod_state(pod: Mapping[str, Any], now: float, unschedulable_timeout: float)
     ):
         detail = status.get("message") or (disruption or {}).get("message") or status.get("reason")
         return InfrastructureLost(f"pod {status.get('reason') or 'disrupted'}: {detail}")
-    terminated = _terminated(pod)
-    if terminated is not None:
+    trainer = trainer_status(pod)
+    state = trainer.get("state") or {}
+    terminated = state.get("terminated")
+    deleted = timestamp(pod["metadata"].get("deletionTimestamp"))
+    if deleted is not None and not _ended_before(terminated, deleted):
+        return InfrastructureLost("the trial's pod was deleted while it ran")
+    if isinstance(terminated, Mapping):
         code = int(terminated.get("exitCode", 1))
         message = str(terminated.get("message") or "")
         if code == 0:
             return Succeeded(message)
         reason = str(terminated.get("reason") or "Error")
         return TrainingFailed(code, f"{reason}: {message}".strip() if message else reason)
-    if pod["metadata"].get("deletionTimestamp"):
-        return InfrastructureLost("the trial's pod was deleted while it ran")
-    if status.get("phase") == "Running":
-        return Running(status.get("podIP"))
+    running = state.get("running")
+    if isinstance(running, Mapping):
+        return Running(status.get("podIP"), timestamp(running.get("startedAt")) or now)
+    return _waiting_state(pod, conditions, now, stuck_timeout)
+
+
+def _ended_before(terminated: Any, deleted: float) -> bool:
+    """Whether the trainer had already exited when its pod was deleted.
+
+    Container times have one-second resolution, so an exit in the same second as the
+    deletion counts as caused by it: retrying costs a run, while counting a killed
+    trainer as failed (or its early finish as complete) would be a lie.
+    """
+    if not isinstance(terminated, Mapping):
+        return False
+    finished = timestamp(terminated.get("finishedAt"))
+    return finished is not None and finished < deleted
+
+
+def _waiting_state(
+    pod: Mapping[str, Any], conditions: Mapping[str, Mapping[str, Any]], now: float, limit: float
+) -> JobState:
+    status = pod.get("status") or {}
     scheduled = conditions.get("PodScheduled")
     if scheduled is not None and scheduled.get("status") == "False":
         message = str(scheduled.get("message") or scheduled.get("reason") or "unschedulable")
         since = timestamp(scheduled.get("lastTransitionTime")) or now
-        if now - since > unschedulable_timeout:
-            return InfrastructureLost(
-                f"unschedulable for more than {unschedulable_timeout:.0f}s: {message}"
-            )
-        return Pending(unschedulable=message)
+        return _stuck("Unschedulable", message, now - since, limit)
+    for container in [
+        *(status.get("initContainerStatuses") or []),
+        *(status.get("containerStatuses") or []),
+    ]:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in STUCK_WAITING_REASONS:
+            since_scheduled = timestamp((scheduled or {}).get("lastTransitionTime"))
+            since = since_scheduled or timestamp(pod["metadata"].get("creationTimestamp")) or now
+            detail = f"container {container.get('name')}: {waiting.get('message') or ''}".strip()
+            return _stuck(str(waiting["reason"]), detail.rstrip(":"), now - since, limit)
     return Pending()
+
+
+def _stuck(reason: str, message: str, waited: float, limit: float) -> JobState:
+    if waited > limit:
+        what = "unschedulable" if reason == "Unschedulable" else f"stuck in {reason}"
+        return InfrastructureLost(f"{what} for more than {limit:.0f}s: {message}")
+    return Pending(reason, message)

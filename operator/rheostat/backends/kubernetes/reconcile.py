@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rheostat import lr_phase
 from rheostat.backends.kubernetes import manifests as build
-from rheostat.backends.kubernetes.kube import Kube
+from rheostat.backends.kubernetes.kube import Kube, RefusedError
 from rheostat.backends.kubernetes.observe import (
     InfrastructureLost,
     Missing,
@@ -36,10 +37,14 @@ from rheostat.engine import (
     Lost,
     LrRangeFinished,
     Progress,
+    Started,
     StartLrRangeTest,
     StartTrial,
     StopTrial,
     TrialRecord,
+)
+from rheostat.engine import (
+    Refused as TrialRefused,
 )
 from rheostat.metrics.operator import OperatorMetrics
 from rheostat.metrics.promql import query_trial
@@ -58,12 +63,22 @@ class StudyEvent:
     message: str
 
 
+@dataclass(frozen=True)
+class _Stuck:
+    """A trial pod that is not getting going, as the condition reports it."""
+
+    reason: str
+    message: str
+
+
 @dataclass
 class _Runtime:
     engine: Engine
     persisted: dict[int, dict[str, Any]] = field(default_factory=dict)
     lr_curve: dict[str, Any] | None = None
-    unschedulable: dict[int, str] = field(default_factory=dict)
+    stuck: dict[int, _Stuck] = field(default_factory=dict)
+    # Why a Job's pods are refused (its Warning event), looked up once per trial.
+    refusals: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -165,17 +180,16 @@ class _Pass:
         name = build.lr_test_name(self.name)
         if name not in jobs:
             return  # next_actions creates it
-        state = job_state(jobs[name], pods.get(build.ROLE_LR_RANGE_TEST, []), self.now, 1e9)
+        timeout = float(self.spec.budget.unschedulable_timeout)
+        state = job_state(jobs[name], pods.get(build.ROLE_LR_RANGE_TEST, []), self.now, timeout)
         event: LrRangeFinished | None = None
         if isinstance(state, Succeeded):
-            curve = lr_curve(parse_termination_message(state.termination_message))
-            if curve is None:
-                event = LrRangeFinished(
-                    error="the LR range test wrote no curve to its termination message"
-                )
-            else:
-                event = LrRangeFinished(lrs=curve[0], losses=curve[1])
-                runtime.lr_curve = {"lrs": curve[0], "losses": curve[1]}
+            event = _lr_event(state.termination_message)
+        elif isinstance(state, Running):
+            deadline = self.spec.budget.trial_timeout
+            if deadline is not None and self.now - state.started_at > deadline:
+                self.kube.delete_job(self.namespace, name)
+                event = LrRangeFinished(error=f"the LR range test timed out after {deadline}s")
         elif isinstance(state, TrainingFailed):
             event = LrRangeFinished(
                 error=f"the LR range test failed: exit {state.exit_code}: {state.message}"
@@ -187,6 +201,7 @@ class _Pass:
         runtime.engine.observe(event, self.now)
         if runtime.engine.lr_result is not None:
             result = runtime.engine.lr_result
+            runtime.lr_curve = lr_phase.stored(result)
             self.owner.metrics.lr_suggestion.labels(self.namespace, self.name).set(
                 result.suggested_lr
             )
@@ -195,6 +210,9 @@ class _Pass:
                 "LrRangeTestFinished",
                 f"{result.rule} suggests lr={result.suggested_lr:.3g}",
             )
+            warning = lr_phase.disagreement(self.spec, result)
+            if warning is not None:
+                self._event("Warning", "LrRangeTestDisagrees", warning)
         else:
             runtime.lr_curve = {"error": runtime.engine.lr_error}
             self._event("Warning", "LrRangeTestFailed", str(runtime.engine.lr_error))
@@ -209,17 +227,19 @@ class _Pass:
         job_name = build.trial_name(self.name, number)
         timeout = float(self.spec.budget.unschedulable_timeout)
         state = job_state(jobs.get(job_name), pods.get(f"t{number}", []), self.now, timeout)
-        runtime.unschedulable.pop(number, None)
+        runtime.stuck.pop(number, None)
         event: Event | None = None
         if isinstance(state, Missing):
-            self._ensure_job(runtime, number)
-        elif isinstance(state, Pending) and state.unschedulable:
-            runtime.unschedulable[number] = state.unschedulable
+            return self._ensure_job(runtime, number)
+        if isinstance(state, Pending) and state.reason:
+            runtime.stuck[number] = _Stuck(state.reason, self._why_stuck(runtime, number, state))
         elif isinstance(state, Running):
+            actions = runtime.engine.observe(Started(number, state.started_at), self.now)
             sample = self._sample(number, state.pod_ip)
             metric = self.spec.objective.metric
             if sample is not None and sample.step is not None and metric in sample.metrics:
                 event = Progress(number, sample.step, sample.metrics[metric])
+            return actions + (runtime.engine.observe(event, self.now) if event else [])
         elif isinstance(state, Succeeded):
             message = parse_termination_message(state.termination_message) or {}
             event = Finished(number, 0, message.get("metrics"))
@@ -228,9 +248,19 @@ class _Pass:
         elif isinstance(state, InfrastructureLost):
             event = Lost(number, state.reason)
             self.kube.delete_job(self.namespace, job_name)
+            runtime.refusals.pop(number, None)
         if event is None:
             return []
         return runtime.engine.observe(event, self.now)
+
+    def _why_stuck(self, runtime: _Runtime, number: int, state: Pending) -> str:
+        """The pending state's message; for a Job with no pod, the API's refusal."""
+        if state.reason != "FailedCreate":
+            return state.message
+        if number not in runtime.refusals:
+            job = build.trial_name(self.name, number)
+            runtime.refusals[number] = self.kube.job_warning(self.namespace, job) or state.message
+        return runtime.refusals[number]
 
     def _sample(self, number: int, pod_ip: str | None) -> TrialSample | None:
         url = self.spec.metrics.prometheus_url
@@ -238,7 +268,8 @@ class _Pass:
             return query_trial(url, self.namespace, self.name, number)
         if not pod_ip:
             return None
-        return scrape(f"http://{pod_ip}:{self.spec.metrics.port}/metrics", timeout=1.0)
+        host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip  # an IPv6 pod IP needs brackets
+        return scrape(f"http://{host}:{self.spec.metrics.port}/metrics", timeout=1.0)
 
     # ----- acting -------------------------------------------------------------------
 
@@ -246,7 +277,15 @@ class _Pass:
         if isinstance(action, StartLrRangeTest):
             sweep = (action.parameter, action.min_lr, action.max_lr, action.steps)
             job = build.lr_test_job(self.body, self.spec, action.params, sweep)
-            if self.kube.create_job(job):
+            try:
+                created = self.kube.create_job(job)
+            except RefusedError as refusal:
+                error = f"the API server refused the LR range test's Job: {refusal}"
+                runtime.engine.observe(LrRangeFinished(error=error), self.now)
+                runtime.lr_curve = {"error": error}
+                self._event("Warning", "LrRangeTestFailed", error)
+                return
+            if created:
                 self._event(
                     "Normal",
                     "LrRangeTestStarted",
@@ -257,8 +296,12 @@ class _Pass:
         elif isinstance(action, StopTrial):
             self.kube.delete_job(self.namespace, build.trial_name(self.name, action.number))
 
-    def _ensure_job(self, runtime: _Runtime, number: int) -> None:
-        """Create the trial's TuningTrial and Job if absent (a restart may sit between)."""
+    def _ensure_job(self, runtime: _Runtime, number: int) -> list[Action]:
+        """Create the trial's TuningTrial and Job if absent (a restart may sit between).
+
+        A Job the API server refuses as invalid (a template it will never accept)
+        fails the trial with the server's own message, instead of failing every pass.
+        """
         record = runtime.engine.record(number)
         trial = self.trial_objects.get(number)
         if trial is None:
@@ -266,8 +309,14 @@ class _Pass:
             self.trial_objects[number] = trial
             self._write_record(runtime, record)
         job = build.trial_job(self.body, self.spec, trial, record.params)
-        if self.kube.create_job(job):
+        try:
+            created = self.kube.create_job(job)
+        except RefusedError as refusal:
+            reason = f"the API server refused the trial's Job: {refusal}"
+            return runtime.engine.observe(TrialRefused(number, reason), self.now)
+        if created:
             self._event("Normal", "TrialStarted", f"trial {number}: {_params(record)}")
+        return []
 
     def _persist(self, runtime: _Runtime) -> None:
         """Write each trial's record where it changed: the cluster is the database."""
@@ -353,11 +402,13 @@ class _Pass:
                 str(status.get("reason", "no more failures than maxFailedTrials")),
             ),
             (
-                "Unschedulable",
-                bool(runtime.unschedulable),
-                "PodsUnschedulable" if runtime.unschedulable else "Scheduled",
-                "; ".join(f"trial {n}: {m}" for n, m in sorted(runtime.unschedulable.items()))
-                or "every trial pod was scheduled",
+                "TrialsStuck",
+                bool(runtime.stuck),
+                next(iter(runtime.stuck.values())).reason if runtime.stuck else "NoneStuck",
+                "; ".join(
+                    f"trial {n}: {s.reason}: {s.message}" for n, s in sorted(runtime.stuck.items())
+                )
+                or "no trial pod is stuck",
             ),
         ]
         if self.spec.lr_range_test is not None:
@@ -387,12 +438,23 @@ class _Pass:
                     "observedGeneration": self.body["metadata"].get("generation"),
                 }
             )
-        if runtime.unschedulable and previous.get("Unschedulable", {}).get("status") != "True":
-            self._event("Warning", "Unschedulable", conditions[2]["message"])
+        if runtime.stuck and previous.get("TrialsStuck", {}).get("status") != "True":
+            self._event("Warning", "TrialsStuck", conditions[2]["message"])
         return conditions
 
     def _event(self, kind: str, reason: str, message: str) -> None:
         self.events.append(StudyEvent(kind, reason, message))
+
+
+def _lr_event(termination_message: str) -> LrRangeFinished:
+    """The LR range test's outcome from its termination message; never raises."""
+    try:
+        curve = lr_curve(parse_termination_message(termination_message))
+    except ValueError as error:
+        return LrRangeFinished(error=f"the LR range test's curve is malformed: {error}")
+    if curve is None:
+        return LrRangeFinished(error="the LR range test wrote no curve to its termination message")
+    return LrRangeFinished(lrs=curve[0], losses=curve[1])
 
 
 def _params(record: TrialRecord) -> str:

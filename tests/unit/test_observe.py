@@ -1,0 +1,211 @@
+"""The Job/pod classifier, case by case: who ended a trial decides before how it exited."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from rheostat.backends.kubernetes.observe import (
+    InfrastructureLost,
+    JobState,
+    Missing,
+    Pending,
+    Running,
+    Succeeded,
+    TrainingFailed,
+    job_state,
+    timestamp,
+)
+
+NOW = timestamp("2026-01-01T00:10:00Z") or 0.0
+TIMEOUT = 60.0
+
+
+def job(conditions: list[dict[str, str]] | None = None, created: str = "2026-01-01T00:00:00Z"):  # type: ignore[no-untyped-def]
+    return {
+        "metadata": {"name": "s-t0", "creationTimestamp": created},
+        "status": {"conditions": conditions or []},
+    }
+
+
+def container(name: str, state: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "state": state}
+
+
+def terminated(code: int, finished: str = "2026-01-01T00:05:00Z", **extra: Any) -> dict[str, Any]:
+    return {"terminated": {"exitCode": code, "finishedAt": finished, **extra}}
+
+
+RUNNING = {"running": {"startedAt": "2026-01-01T00:01:00Z"}}
+
+
+def pod(
+    *statuses: dict[str, Any],
+    containers: tuple[str, ...] = ("trainer",),
+    deleted: str | None = None,
+    conditions: list[dict[str, Any]] | None = None,
+    **status: Any,
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": "s-t0-abcde", "creationTimestamp": "2026-01-01T00:00:01Z"}
+    if deleted:
+        metadata["deletionTimestamp"] = deleted
+    return {
+        "metadata": metadata,
+        "spec": {"containers": [{"name": n} for n in containers]},
+        "status": {
+            "podIP": "10.0.0.7",
+            "conditions": conditions or [],
+            "containerStatuses": list(statuses),
+            **status,
+        },
+    }
+
+
+def state_of(*pods: dict[str, Any], of_job: dict[str, Any] | None = None) -> JobState:
+    return job_state(of_job or job(), list(pods), NOW, TIMEOUT)
+
+
+def test_no_job_is_missing() -> None:
+    assert job_state(None, [], NOW, TIMEOUT) == Missing()
+
+
+def test_a_running_trainer_reports_when_it_started() -> None:
+    assert state_of(pod(container("trainer", RUNNING))) == Running(
+        "10.0.0.7", timestamp("2026-01-01T00:01:00Z") or 0.0
+    )
+
+
+def test_a_pod_deleted_while_the_trainer_ran_is_lost_even_if_the_exit_shows_first() -> None:
+    """The race that failed CI: SIGTERM's exit 143 is visible before the pod is gone."""
+    deleted = pod(
+        container("trainer", terminated(143, finished="2026-01-01T00:05:01Z")),
+        deleted="2026-01-01T00:05:00Z",
+    )
+    assert isinstance(state_of(deleted), InfrastructureLost)
+
+
+def test_a_trainer_that_catches_sigterm_and_finishes_is_not_a_success() -> None:
+    graceful = pod(
+        container("trainer", terminated(0, finished="2026-01-01T00:05:02Z")),
+        deleted="2026-01-01T00:05:00Z",
+    )
+    assert isinstance(state_of(graceful), InfrastructureLost)
+
+
+def test_a_pod_deleted_after_its_trainer_had_finished_keeps_the_result() -> None:
+    done = pod(
+        container("trainer", terminated(0, finished="2026-01-01T00:04:00Z", message='{"a":1}')),
+        deleted="2026-01-01T00:05:00Z",
+    )
+    assert state_of(done) == Succeeded('{"a":1}')
+
+
+def test_a_deleted_pod_still_running_is_lost() -> None:
+    assert isinstance(
+        state_of(pod(container("trainer", RUNNING), deleted="2026-01-01T00:05:00Z")),
+        InfrastructureLost,
+    )
+
+
+def test_the_jobs_deadline_wins_over_the_pod_it_deleted() -> None:
+    deadline = job([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}])
+    killed = pod(container("trainer", terminated(143)), deleted="2026-01-01T00:05:00Z")
+    assert state_of(killed, of_job=deadline) == TrainingFailed(
+        -1, "the Job's activeDeadlineSeconds ran out"
+    )
+
+
+@pytest.mark.parametrize(
+    ("statuses", "expected"),
+    [
+        # A helper exiting 0 next to a running trainer: still running.
+        ([container("aux-log-shipper", terminated(0)), container("trainer", RUNNING)], Running),
+        # A crashed trainer next to a running helper: failed.
+        (
+            [container("aux-log-shipper", RUNNING), container("trainer", terminated(1))],
+            TrainingFailed,
+        ),
+    ],
+)
+def test_the_trainer_is_found_by_name_not_by_position(
+    statuses: list[dict[str, Any]], expected: type
+) -> None:
+    # A kubelet sorts statuses by name; the trainer is the template's first container.
+    two = pod(*statuses, containers=("trainer", "aux-log-shipper"))
+    assert isinstance(state_of(two), expected)
+
+
+def test_oom_is_the_trainers_failure() -> None:
+    oom = pod(container("trainer", terminated(137, reason="OOMKilled")))
+    assert state_of(oom) == TrainingFailed(137, "OOMKilled")
+
+
+def test_eviction_is_the_clusters() -> None:
+    evicted = pod(container("trainer", terminated(137)), reason="Evicted", message="low memory")
+    assert isinstance(state_of(evicted), InfrastructureLost)
+
+
+def test_a_disruption_target_is_the_clusters() -> None:
+    condition = {"type": "DisruptionTarget", "status": "True", "message": "preempted"}
+    preempted = pod(container("trainer", terminated(143)), conditions=[condition])
+    assert isinstance(state_of(preempted), InfrastructureLost)
+
+
+def _waiting(reason: str) -> dict[str, Any]:
+    return container("trainer", {"waiting": {"reason": reason, "message": "details"}})
+
+
+def _scheduled(at: str) -> list[dict[str, Any]]:
+    return [{"type": "PodScheduled", "status": "True", "lastTransitionTime": at}]
+
+
+@pytest.mark.parametrize(
+    "reason", ["ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError", "InvalidImageName"]
+)
+def test_a_pod_that_cannot_start_is_reported_then_lost(reason: str) -> None:
+    recent = pod(_waiting(reason), conditions=_scheduled("2026-01-01T00:09:30Z"))
+    assert state_of(recent) == Pending(reason, "container trainer: details")
+    old = pod(_waiting(reason), conditions=_scheduled("2026-01-01T00:08:00Z"))
+    lost = state_of(old)
+    assert isinstance(lost, InfrastructureLost)
+    assert f"stuck in {reason} for more than 60s" in lost.reason
+
+
+def test_an_ordinary_wait_is_plain_pending() -> None:
+    creating = pod(_waiting("ContainerCreating"), conditions=_scheduled("2026-01-01T00:00:02Z"))
+    assert state_of(creating) == Pending()
+
+
+def test_an_unschedulable_pod_is_reported_then_lost() -> None:
+    def unschedulable(since: str) -> dict[str, Any]:
+        condition = {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": "0/3 nodes have a free nvidia.com/gpu",
+            "lastTransitionTime": since,
+        }
+        return pod(conditions=[condition])
+
+    assert state_of(unschedulable("2026-01-01T00:09:30Z")) == Pending(
+        "Unschedulable", "0/3 nodes have a free nvidia.com/gpu"
+    )
+    lost = state_of(unschedulable("2026-01-01T00:08:00Z"))
+    assert isinstance(lost, InfrastructureLost)
+    assert "unschedulable for more than 60s" in lost.reason
+
+
+def test_a_job_whose_pods_the_api_refuses_is_reported_then_lost() -> None:
+    fresh = job(created="2026-01-01T00:09:55Z")
+    assert job_state(fresh, [], NOW, TIMEOUT) == Pending()  # the controller is on its way
+    refused = job(created="2026-01-01T00:09:30Z")
+    assert job_state(refused, [], NOW, TIMEOUT) == Pending(
+        "FailedCreate", "the Job has created no pod"
+    )
+    assert isinstance(job_state(job(), [], NOW, TIMEOUT), InfrastructureLost)
+
+
+def test_a_failed_job_with_no_pod_left_is_the_clusters() -> None:
+    gone = job([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}])
+    assert isinstance(job_state(gone, [], NOW, TIMEOUT), InfrastructureLost)
