@@ -70,19 +70,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     except LocalRunError as error:
         err.print(f"{args.file}: {error}", markup=False, highlight=False)
         return EXIT_INVALID
-    try:
-        engine = runner.run()
-    except KeyboardInterrupt:
-        counts = runner.engine.counts()
-        err.print(
-            f"Interrupted: every trial was stopped; {counts.finished} finished trials are kept "
-            f"in {workdir}. Run the same command again to resume."
-        )
-        return EXIT_INTERRUPTED
-    out = Console()
-    print_summary(engine, out)
-    paths = [*write_results(engine, workdir), *write_plots(engine, workdir)]
-    out.print("Wrote " + ", ".join(str(p) for p in paths))
+    # The runner holds the work folder until the results are written.
+    with runner:
+        try:
+            engine = runner.run()
+        except KeyboardInterrupt:
+            counts = runner.engine.counts()
+            err.print(
+                f"Interrupted: every trial was stopped; {counts.finished} finished trials are "
+                f"kept in {workdir}. Run the same command again to resume."
+            )
+            return EXIT_INTERRUPTED
+        except LocalRunError as error:
+            err.print(f"{args.file}: {error}", markup=False, highlight=False)
+            return EXIT_FAILED
+        out = Console()
+        print_summary(engine, out)
+        paths = [*write_results(engine, workdir), *write_plots(engine, workdir)]
+        out.print("Wrote " + ", ".join(str(p) for p in paths))
     return 0 if engine.phase == "Succeeded" else EXIT_FAILED
 
 

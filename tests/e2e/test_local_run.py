@@ -23,7 +23,8 @@ ALGORITHMS = ["grid", "random", "tpe", "bayesian", "cmaes", "qmc"]
 
 def run_local(document: dict[str, object], workdir: Path) -> Engine:
     study = study_from_mapping(document)
-    return LocalRunner(study, RunOptions(workdir=workdir, show_progress=False)).run()
+    with LocalRunner(study, RunOptions(workdir=workdir, show_progress=False)) as runner:
+        return runner.run()
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
@@ -125,7 +126,11 @@ def _counted_trials(workdir: Path) -> list[optuna.trial.FrozenTrial]:
 
 
 def _trainers_running(marker: str) -> list[str]:
-    found = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True, check=False)
+    # "--": the marker starts with dashes and must not be read as an option of pgrep.
+    found = subprocess.run(
+        ["pgrep", "-f", "--", marker], capture_output=True, text=True, check=False
+    )
+    assert found.returncode in (0, 1), found.stderr  # 1: no process matched
     return found.stdout.split()
 
 

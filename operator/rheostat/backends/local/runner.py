@@ -3,7 +3,8 @@
 The loop is the local twin of the operator's reconcile: read what the processes did
 (exits, termination messages, metrics scraped from their endpoints), hand it to the
 engine, carry out the engine's answer (start, stop), repeat. The Optuna study lives
-in SQLite in the work folder, so running the same command again resumes it.
+in SQLite in the work folder, so running the same command again resumes it; a lock
+on the folder keeps a second run from resuming it while the first still runs.
 """
 
 from __future__ import annotations
@@ -15,11 +16,19 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
+from types import FrameType, TracebackType
 
 import optuna
 
-from rheostat.backends.local.process import TrialProcess, read_termination_message
+from rheostat.backends.local.lock import WorkdirBusyError, WorkdirLock
+from rheostat.backends.local.process import (
+    PortAllocator,
+    TrialProcess,
+    TrialStartError,
+    command_problem,
+    read_termination_message,
+    stop_all,
+)
 from rheostat.backends.local.progress import ProgressDisplay
 from rheostat.contract import LR_RANGE_TEST_NUMBER, MODE_LR_RANGE_TEST, lr_curve, trial_env
 from rheostat.engine import (
@@ -29,6 +38,7 @@ from rheostat.engine import (
     Finished,
     LrRangeFinished,
     Progress,
+    Started,
     StartLrRangeTest,
     StartTrial,
     StopTrial,
@@ -53,17 +63,23 @@ class RunOptions:
 
 
 def local_problems(study: TuningStudy) -> list[SpecProblem]:
-    """What a valid study still lacks to run as local processes."""
+    """What a valid study still lacks to run as local processes.
+
+    Checked before the work folder is touched: a trainer that cannot be started at
+    all must not leave a study with one failed trial per attempt behind.
+    """
     container = study.spec.trial_template.spec.containers[0]
+    path = "spec.trialTemplate.spec.containers[0].command"
     if not container.command:
         return [
             SpecProblem(
-                "spec.trialTemplate.spec.containers[0].command",
+                path,
                 "a local run needs the trainer's command "
                 "(the image's entrypoint is not known here)",
             )
         ]
-    return []
+    problem = command_problem(container)
+    return [SpecProblem(path, problem)] if problem else []
 
 
 def spec_fingerprint(study: TuningStudy) -> str:
@@ -100,7 +116,12 @@ def open_study(study: TuningStudy, workdir: Path, *, fresh: bool = False) -> opt
 
 
 class LocalRunner:
-    """Drives one study to its end with local processes."""
+    """Drives one study to its end with local processes.
+
+    The runner holds its work folder's lock from construction until :meth:`close`
+    (use it as a context manager), so that writing the results after :meth:`run`
+    is still covered.
+    """
 
     def __init__(self, study: TuningStudy, options: RunOptions) -> None:
         problems = local_problems(study)
@@ -109,21 +130,58 @@ class LocalRunner:
         self.study = study
         self.options = options
         self.workdir = options.workdir
-        self.engine = Engine.open(study.spec, open_study(study, self.workdir, fresh=options.fresh))
+        # Before the study is opened: --fresh deletes it, and opening resumes it.
+        self.lock = WorkdirLock(self.workdir)
+        try:
+            self.lock.acquire()
+        except WorkdirBusyError as error:
+            raise LocalRunError(str(error)) from None
+        try:
+            optuna_study = open_study(study, self.workdir, fresh=options.fresh)
+            self.engine = Engine.open(study.spec, optuna_study)
+        except BaseException:
+            self.lock.release()
+            raise
         self.container = study.spec.trial_template.spec.containers[0]
+        self.ports = PortAllocator()
         self.processes: dict[int, TrialProcess] = {}
         self.stopping: list[TrialProcess] = []
         self.display = ProgressDisplay(self.engine, enabled=options.show_progress)
+        self._interrupts = 0
+        self._cleaning_up = False
+
+    def close(self) -> None:
+        """Release the work folder for the next run."""
+        self.lock.release()
+
+    def __enter__(self) -> LocalRunner:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def run(self) -> Engine:
-        """Run until the study ends; Ctrl-C stops every trial and keeps the study resumable."""
+        """Run until the study ends; Ctrl-C stops every trial and keeps the study resumable.
+
+        Raises KeyboardInterrupt after an interrupt, and :class:`LocalRunError` when
+        the trainer's command cannot be started; either way only once every trial
+        process has been stopped and reaped.
+        """
         # Both signals stop the study cleanly, even where the shell started us with
         # SIGINT ignored (a background job), which would leave Ctrl-C without effect.
-        previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             with self.display:
                 self._loop()
-        except KeyboardInterrupt:
+        except BaseException:
+            # Whatever ended the loop (Ctrl-C, an unstartable command, a bug), no
+            # trial may outlive it: they run in their own sessions, so nothing else
+            # would stop them.
             self._stop_everything()
             raise
         finally:
@@ -131,13 +189,25 @@ class LocalRunner:
                 signal.signal(signum, handler)
         return self.engine
 
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        """SIGINT/SIGTERM: the first one asks the loop to stop; it is not raised here,
+        so it cannot land between starting a process and recording it. A second one
+        while the trials are being stopped cuts their grace period short (SIGKILL),
+        and the cleanup still waits for every one of them."""
+        self._interrupts += 1
+        if self._cleaning_up and self._interrupts > 1:
+            self._kill_everything()
+
     def _loop(self) -> None:
         next_scrape = 0.0
         interval = self.study.spec.metrics.scrape_interval
         while not self.engine.done or self.processes or self.stopping:
+            if self._interrupts:
+                raise KeyboardInterrupt
             now = time.monotonic()
             actions: list[Action] = []
             self._collect_exits(now)
+            self._time_out_lr_test(now)
             if now >= next_scrape:
                 actions += self._scrape_running(now)
                 next_scrape = now + interval
@@ -165,6 +235,25 @@ class LocalRunner:
             tail = process.tail() if code != 0 else ""
             self.engine.observe(Finished(number, code, metrics, tail), now)
 
+    def _time_out_lr_test(self, now: float) -> None:
+        """Bind the LR range test by ``budget.trialTimeout`` like any trial.
+
+        The engine times out the trials it tracks; the sweep is not one of them (it
+        has no Optuna trial), so a hung sweep would hold the study forever. A sweep
+        that runs too long is stopped and reported as the LR range test's error, and
+        the study goes on over the user's own range.
+        """
+        timeout = self.engine.spec.budget.trial_timeout
+        process = self.processes.get(LR_RANGE_TEST_NUMBER)
+        if timeout is None or process is None or now - process.started_at <= timeout:
+            return
+        del self.processes[LR_RANGE_TEST_NUMBER]
+        process.stop()
+        self.stopping.append(process)
+        error = f"the LR range test timed out after {timeout}s"
+        self.engine.observe(LrRangeFinished(error=error), now)
+        self.display.lr_test_done()
+
     def _scrape_running(self, now: float) -> list[Action]:
         actions: list[Action] = []
         metric = self.study.spec.objective.metric
@@ -185,6 +274,8 @@ class LocalRunner:
         if isinstance(action, StartTrial):
             env = trial_env(name, action.number, action.params, port)
             self._spawn(action.number, env, f"t{action.number:04d}")
+            # A local trial runs the moment it is spawned: its timeout starts now.
+            self.engine.observe(Started(action.number, time.monotonic()), time.monotonic())
         elif isinstance(action, StartLrRangeTest):
             env = trial_env(
                 name,
@@ -204,27 +295,50 @@ class LocalRunner:
 
     def _spawn(self, number: int, env: dict[str, str], folder: str) -> None:
         directory = self.workdir / "trials" / folder
-        self.processes[number] = TrialProcess.start(number, self.container, env, directory)
+        try:
+            process = TrialProcess.start(number, self.container, env, directory, self.ports)
+        except TrialStartError as error:
+            # The command was checked before the study started, so this is rarer (a
+            # script whose interpreter is missing, a permission): every trial would
+            # fail the same way, so stop the run rather than fail trial after trial.
+            raise LocalRunError(str(error)) from None
+        self.processes[number] = process
 
     def _stop_everything(self) -> None:
-        for process in [*self.processes.values(), *self.stopping]:
-            process.kill_now()
+        """Stop and reap every trial process, however many more signals arrive."""
+        self._cleaning_up = True
+        everything = [*self.processes.values(), *self.stopping]
+        if self._interrupts > 1:
+            self._kill_everything()
+        stop_all(everything)
         self.processes.clear()
         self.stopping.clear()
+
+    def _kill_everything(self) -> None:
+        """SIGKILL every trial now (a second Ctrl-C); reaping stays with the cleanup."""
+        for process in [*self.processes.values(), *self.stopping]:
+            process.kill()
 
 
 def _lr_event(
     code: int, message: dict[str, object] | None, process: TrialProcess
 ) -> LrRangeFinished:
-    curve = lr_curve(message)
-    if code == 0 and curve is not None:
-        return LrRangeFinished(lrs=curve[0], losses=curve[1])
+    """The engine's event for an LR range test that exited with `code`.
+
+    A curve the trainer wrote but that cannot be read (unequal lengths, a
+    non-number) is the LR range test's error, like a missing one: the study then
+    runs over the user's own range instead of `rheostat run` crashing.
+    """
     if code != 0:
         return LrRangeFinished(
             error=f"the LR range test exited with code {code}: {process.tail(3)}"
         )
-    return LrRangeFinished(error="the LR range test wrote no curve to its termination message")
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+    try:
+        curve = lr_curve(message)
+    except (TypeError, ValueError) as error:
+        # ValueError: contract.ContractError names what is wrong; TypeError: a value
+        # float() cannot take at all (null, a nested list) where lr_curve lets it through.
+        return LrRangeFinished(error=f"the LR range test's curve is malformed: {error}")
+    if curve is None:
+        return LrRangeFinished(error="the LR range test wrote no curve to its termination message")
+    return LrRangeFinished(lrs=curve[0], losses=curve[1])

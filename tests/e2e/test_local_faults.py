@@ -1,0 +1,292 @@
+"""`rheostat run` when things go wrong: repeated Ctrl-C, two runs on one folder, a hung
+LR range test, a trainer command that cannot be started, a malformed LR curve.
+
+Each test runs the real command as a subprocess against real trainer processes. The
+trainers carry a marker argument (an unused ``--seed=…``), so that a test can find
+them with ``pgrep`` and, should it fail, kill whatever it left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+
+from rheostat.backends.local.lock import WorkdirBusyError, WorkdirLock
+from tests.studies import synthetic_study
+
+# The conftest fixture: writes a study document, returns its path.
+WriteStudy = Callable[[dict[str, Any]], Path]
+
+# Generous: the machine running the suite may be loaded.
+DEADLINE_SECONDS = 90.0
+
+
+def _command(path: Path, workdir: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "rheostat.cli",
+        "run",
+        "--no-progress",
+        str(path),
+        "--workdir",
+        str(workdir),
+    ]
+
+
+def _trainer_pids(marker: str) -> list[int]:
+    # "--": the marker starts with dashes and must not be read as an option of pgrep.
+    found = subprocess.run(
+        ["pgrep", "-f", "--", marker], capture_output=True, text=True, check=False
+    )
+    assert found.returncode in (0, 1), found.stderr  # 1: no process matched
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs; a zombie (exited, not yet reaped) counts as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _kill_leftovers(marker: str, run: subprocess.Popen[str] | None = None) -> None:
+    """After a failed test: leave no trainer or tuner behind."""
+    if run is not None:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        for stream in (run.stdout, run.stderr):
+            if stream is not None:
+                stream.close()
+    for pid in _trainer_pids(marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _wait_for_hung_trials(workdir: Path, marker: str, count: int) -> list[int]:
+    """The pids of `count` trainers that have reported once and now hang (and so
+    have installed their SIGTERM handler: the first SIGTERM will not end them)."""
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while time.monotonic() < deadline:
+        logs = [p.read_text() for p in workdir.glob("trials/t*/log.txt")]
+        pids = _trainer_pids(marker)
+        if sum("step 0:" in log for log in logs) >= count and len(pids) >= count:
+            return pids
+        time.sleep(0.1)
+    raise AssertionError(f"{count} trials did not start within {DEADLINE_SECONDS}s")
+
+
+def _counted_trials(workdir: Path, name: str) -> list[optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{workdir / 'study.db'}")
+    return [
+        t for t in study.get_trials() if t.user_attrs.get("rheostat:kind", "counted") == "counted"
+    ]
+
+
+def _results(workdir: Path) -> dict[str, Any]:
+    results: dict[str, Any] = json.loads((workdir / "results.json").read_text())
+    return results
+
+
+def test_a_second_ctrl_c_still_stops_and_reaps_every_trial(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    marker = "--seed=736251"
+    document = synthetic_study(
+        "twice", args=["--fault", "hang", marker], budget={"maxTrials": 3, "parallelism": 3}
+    )
+    workdir = tmp_path / "work"
+    run = subprocess.Popen(
+        _command(write_study(document), workdir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        pids = _wait_for_hung_trials(workdir, marker, 3)
+        run.send_signal(signal.SIGINT)
+        # The hung trials absorb the first SIGTERM, so the runner is still stopping
+        # them a second later: the second Ctrl-C lands in the middle of the cleanup.
+        time.sleep(1.0)
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=DEADLINE_SECONDS)
+        assert run.returncode == 130, stderr
+        assert "every trial was stopped" in stderr
+        assert "Traceback" not in stderr
+        assert [pid for pid in pids if _alive(pid)] == [], "a trial outlived a double Ctrl-C"
+        assert _trainer_pids(marker) == []
+    finally:
+        _kill_leftovers(marker, run)
+
+
+def test_a_second_run_on_the_same_workdir_is_refused(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    marker = "--seed=551234"
+    document = synthetic_study(
+        "locked", args=["--fault", "hang", marker], budget={"maxTrials": 2, "parallelism": 2}
+    )
+    workdir = tmp_path / "work"
+    command = _command(write_study(document), workdir)
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        pids = _wait_for_hung_trials(workdir, marker, 2)
+        second = subprocess.run(
+            command, capture_output=True, text=True, check=False, timeout=DEADLINE_SECONDS
+        )
+        assert second.returncode == 2, second.stderr
+        assert f"{workdir} is in use by another `rheostat run` (pid {first.pid})" in second.stderr
+        assert "Traceback" not in second.stderr
+        # The first run and its trials were left alone.
+        assert first.poll() is None
+        assert all(_alive(pid) for pid in pids)
+        assert sorted(_trainer_pids(marker)) == sorted(pids)
+        first.send_signal(signal.SIGINT)
+        _, stderr = first.communicate(timeout=DEADLINE_SECONDS)
+        assert first.returncode == 130, stderr
+        assert "Traceback" not in stderr
+    finally:
+        _kill_leftovers(marker, first)
+    # No trial was closed as interrupted and started again by the second run.
+    trials = _counted_trials(workdir, "locked")
+    assert [t.number for t in trials] == [0, 1]
+    assert all(t.state == optuna.trial.TrialState.RUNNING for t in trials)
+
+
+def test_the_work_folder_lock_names_its_holder_and_is_released(tmp_path: Path) -> None:
+    workdir = tmp_path / "work"
+    with WorkdirLock(workdir) as holder:
+        assert holder.held
+        second = WorkdirLock(workdir)
+        with pytest.raises(WorkdirBusyError, match=rf"\(pid {os.getpid()}\)") as refused:
+            second.acquire()
+        assert str(workdir) in str(refused.value)
+    second.acquire()  # free again once the holder let go
+    second.release()
+
+
+def test_a_hung_lr_range_test_is_timed_out_and_the_study_goes_on(
+    tmp_path: Path,
+    write_study: WriteStudy,
+) -> None:
+    marker = "--seed=662910"
+    document = synthetic_study(
+        "lrhang",
+        lr_test=True,
+        # Only the LR range test (RHEOSTAT_TRIAL=-1) hangs; the trials run normally.
+        args=["--fault", "hang", "--fault-on-trial", "-1", marker],
+        budget={"maxTrials": 2, "parallelism": 2, "trialTimeout": 3},
+    )
+    workdir = tmp_path / "work"
+    try:
+        run = subprocess.run(
+            _command(write_study(document), workdir),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=DEADLINE_SECONDS,
+        )
+    finally:
+        _kill_leftovers(marker)
+    assert run.returncode == 0, run.stderr
+    status = _results(workdir)["status"]
+    assert status["lrRangeTest"] == {"error": "the LR range test timed out after 3s"}
+    assert status["phase"] == "Succeeded"
+    assert status["trials"]["finished"] == 2
+    assert _trainer_pids(marker) == []
+
+
+def test_a_command_not_on_path_is_one_clear_message(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    document = synthetic_study("typo")
+    container = document["spec"]["trialTemplate"]["spec"]["containers"][0]
+    container["command"] = ["pythn", *container["command"][1:]]
+    workdir = tmp_path / "work"
+    run = subprocess.run(
+        _command(write_study(document), workdir),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=DEADLINE_SECONDS,
+    )
+    assert run.returncode == 2
+    assert (
+        "spec.trialTemplate.spec.containers[0].command: 'pythn' was not found (is it on PATH?)"
+        in run.stderr
+    )
+    assert "Traceback" not in run.stderr
+    assert not workdir.exists(), "nothing may be started for a trainer that cannot start"
+
+
+def test_a_command_that_cannot_be_executed_stops_the_run_cleanly(
+    tmp_path: Path,
+    write_study: WriteStudy,
+) -> None:
+    # Found and executable, so the check before the study passes, but exec fails:
+    # its interpreter does not exist.
+    script = tmp_path / "train.sh"
+    script.write_text("#!/nonexistent/interpreter\n")
+    script.chmod(0o755)
+    document = synthetic_study("noexec", budget={"maxTrials": 3, "parallelism": 2})
+    document["spec"]["trialTemplate"]["spec"]["containers"][0]["command"] = [str(script)]
+    workdir = tmp_path / "work"
+    run = subprocess.run(
+        _command(write_study(document), workdir),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=DEADLINE_SECONDS,
+    )
+    assert run.returncode == 1, run.stderr
+    assert f"could not start the trainer's command '{script}'" in run.stderr
+    assert "Traceback" not in run.stderr
+    # Not one failed trial per attempt: the run stopped at the first.
+    assert all(t.state != optuna.trial.TrialState.FAIL for t in _counted_trials(workdir, "noexec"))
+
+
+MALFORMED_LR_TRAINER = """
+import json, os, sys
+if os.environ.get("RHEOSTAT_MODE") == "lr-range-test":
+    curve = {"lrs": [0.001, 0.01, "not a number"], "losses": [2.3, 1.0, 0.5]}
+    with open(os.environ["RHEOSTAT_TERMINATION_MESSAGE_PATH"], "w") as f:
+        json.dump({"lrRangeTest": curve}, f)
+else:
+    from rheostat_trainer.examples.synthetic import main
+    sys.exit(main(["--steps", "1"]))
+"""
+
+
+def test_a_malformed_lr_curve_is_the_lr_range_tests_error(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    document = synthetic_study("badcurve", lr_test=True, budget={"maxTrials": 2, "parallelism": 2})
+    container = document["spec"]["trialTemplate"]["spec"]["containers"][0]
+    container["command"] = ["python", "-c", MALFORMED_LR_TRAINER]
+    workdir = tmp_path / "work"
+    run = subprocess.run(
+        _command(write_study(document), workdir),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=DEADLINE_SECONDS,
+    )
+    assert run.returncode == 0, run.stderr
+    status = _results(workdir)["status"]
+    assert status["lrRangeTest"]["error"].startswith("the LR range test's curve is malformed: ")
+    assert status["phase"] == "Succeeded"
+    assert status["trials"]["finished"] == 2
