@@ -1,29 +1,46 @@
 """Kopf handlers: a few lines each, every one with a pinned id, all over one reconcile.
 
-A timer drives each study (level-based: it looks at the world, not at what changed);
-creation and spec changes only trigger an immediate pass. An invalid study is a
-permanent error with a Failed condition, never retried. Deletion needs no handler:
-owner references let the garbage collector remove trials, Jobs and pods.
+The operator reacts to what happens, not to a clock. Kopf's in-memory indexes keep
+every study's Jobs, pods and TuningTrials as the watches report them, and an event
+on any of them (or on the study) wakes that study's daemon at once; the daemon runs
+one reconcile pass off the event loop, fed from those indexes, with no LIST. While
+trials run, the study is also passed over at its metrics scrape interval (metrics
+are pulled, timeouts need a clock); an idle study only gets a slow safety resync.
+An invalid study is a permanent error with a Failed condition, never retried.
+Deletion needs no handler: owner references let the garbage collector remove
+trials, Jobs and pods.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import copy
 import logging
 import os
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import kopf
 from kubernetes.client.exceptions import ApiException
 
 from rheostat.backends.kubernetes.kube import Kube, api_message
-from rheostat.backends.kubernetes.reconcile import TERMINAL_PHASES, Reconciler
-from rheostat.spec import API_GROUP, API_VERSION, InvalidStudyError, study_from_mapping
+from rheostat.backends.kubernetes.manifests import LABEL_STUDY
+from rheostat.backends.kubernetes.reconcile import TERMINAL_PHASES, Children, Reconciler
+from rheostat.spec import API_GROUP, API_VERSION, InvalidStudyError, StudySpec, study_from_mapping
 from rheostat.validation import runtime_problems
 
 STUDIES = "tuningstudies"
+TRIALS = "tuningtrials"
+# The safety net only: every change that matters arrives as a watch event.
+RESYNC_SECONDS = float(os.environ.get("RHEOSTAT_RESYNC_INTERVAL", "60"))
+# After a pass that raised (the API server away, say), try again this soon.
+ERROR_BACKOFF_SECONDS = 2.0
 LOGGER = logging.getLogger(__name__)
-INTERVAL = float(os.environ.get("RHEOSTAT_RECONCILE_INTERVAL", "2"))
 RECONCILER: Reconciler | None = None
+StudyKey = tuple[str, str]  # (namespace, study name)
+WAKE: dict[StudyKey, asyncio.Event] = {}
+OWNED = {LABEL_STUDY: kopf.PRESENT}
 
 
 def reconciler() -> Reconciler:
@@ -33,11 +50,121 @@ def reconciler() -> Reconciler:
     return RECONCILER
 
 
-def _drive(body: kopf.Body, patch: kopf.Patch) -> None:
+def _as_body(body: Mapping[str, Any]) -> kopf.Body:
+    """A plain snapshot as the Body that Kopf's event posting expects."""
+    return kopf.Body(cast("kopf.RawBody", dict(body)))
+
+
+def _wake(key: StudyKey) -> asyncio.Event:
+    return WAKE.setdefault(key, asyncio.Event())
+
+
+@kopf.on.startup(id="configure")
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="rheostat.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="rheostat.dev")
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 60
+    settings.execution.max_workers = 8
+
+
+# ----- what the watches saw, in memory ----------------------------------------------
+
+
+@kopf.index("batch", "v1", "jobs", labels=OWNED, id="jobs")
+def jobs_index(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
+    return {(namespace, labels[LABEL_STUDY]): dict(body)}
+
+
+@kopf.index("", "v1", "pods", labels=OWNED, id="pods")
+def pods_index(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
+    return {(namespace, labels[LABEL_STUDY]): dict(body)}
+
+
+@kopf.index(API_GROUP, API_VERSION, TRIALS, labels=OWNED, id="trials")
+def trials_index(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
+    return {(namespace, labels[LABEL_STUDY]): dict(body)}
+
+
+# ----- what wakes a study -----------------------------------------------------------
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=OWNED, id="wake-on-job")
+async def wake_on_job(*, namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
+    _wake((namespace or "", labels[LABEL_STUDY])).set()
+
+
+@kopf.on.event("", "v1", "pods", labels=OWNED, id="wake-on-pod")
+async def wake_on_pod(*, namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
+    _wake((namespace or "", labels[LABEL_STUDY])).set()
+
+
+@kopf.on.event(API_GROUP, API_VERSION, STUDIES, id="wake-on-study")
+async def wake_on_study(*, namespace: str | None, name: str, **_: Any) -> None:
+    _wake((namespace or "", name)).set()  # a new budget, say
+
+
+# ----- the study's driver -----------------------------------------------------------
+
+
+@kopf.daemon(API_GROUP, API_VERSION, STUDIES, id="drive", cancellation_timeout=5.0)
+async def drive(
+    *,
+    body: kopf.Body,
+    namespace: str | None,
+    name: str,
+    stopped: kopf.DaemonStopped,
+    **indexes: Any,
+) -> None:
+    """Pass over the study whenever something of it changed, until it is deleted."""
+    assert namespace is not None  # TuningStudy is namespaced
+    key = (namespace, name)
+    jobs: kopf.Index[StudyKey, Any] = indexes["jobs"]
+    pods: kopf.Index[StudyKey, Any] = indexes["pods"]
+    trials: kopf.Index[StudyKey, Any] = indexes["trials"]
+    wake = _wake(key)
+    while not stopped:
+        wake.clear()
+        # Snapshots are taken here, on the event loop that updates them.
+        study = copy.deepcopy(dict(body))
+        children = Children(
+            jobs={j["metadata"]["name"]: j for j in jobs.get(key, [])},
+            pods=list(pods.get(key, [])),
+            trials=list(trials.get(key, [])),
+        )
+        try:
+            delay = await asyncio.to_thread(drive_once, study, children)
+        except kopf.PermanentError:
+            raise
+        except Exception:
+            LOGGER.exception("%s/%s: the reconcile pass failed; retrying", namespace, name)
+            delay = ERROR_BACKOFF_SECONDS
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=delay)
+
+
+def drive_once(body: Mapping[str, Any], children: Children) -> float:
+    """One pass over a study; returns how long it may sleep if nothing happens."""
     status = dict(body.get("status") or {})
     generation = body["metadata"].get("generation")
     if status.get("phase") in TERMINAL_PHASES and status.get("observedGeneration") == generation:
-        return  # finished, and nobody changed the budget since
+        return RESYNC_SECONDS  # finished, and nobody changed the budget since
+    spec = _valid_spec(body)
+    uid = body["metadata"]["uid"]
+    new_status, events = reconciler().reconcile(body, spec, children)
+    for event in events:
+        (kopf.info if event.type == "Normal" else kopf.warn)(
+            _as_body(body), reason=event.reason, message=event.message
+        )
+    unchanged = {k: status.get(k) for k in new_status} == new_status
+    written = reconciler().status_written(uid, new_status)
+    if not unchanged and not written and _write_status(body, new_status):
+        reconciler().remember_status(uid, new_status)
+    return spec.metrics.scrape_interval if reconciler().busy(uid) else RESYNC_SECONDS
+
+
+def _valid_spec(body: Mapping[str, Any]) -> StudySpec:
+    """The study's spec, or a Failed status and a permanent error naming every problem."""
     document = {
         "apiVersion": body["apiVersion"],
         "kind": body["kind"],
@@ -50,23 +177,24 @@ def _drive(body: kopf.Body, patch: kopf.Patch) -> None:
         if problems:
             raise InvalidStudyError(problems)
     except InvalidStudyError as error:
-        patch.status["phase"] = "Failed"
-        patch.status["observedGeneration"] = generation
-        patch.status["conditions"] = [
-            {"type": "Failed", "status": "True", "reason": "InvalidSpec", "message": str(error)}
-        ]
-        kopf.warn(body, reason="InvalidSpec", message=str(error))
+        condition = {
+            "type": "Failed",
+            "status": "True",
+            "reason": "InvalidSpec",
+            "message": str(error),
+        }
+        status = {
+            "phase": "Failed",
+            "observedGeneration": body["metadata"].get("generation"),
+            "conditions": [condition],
+        }
+        _write_status(body, status)
+        kopf.warn(_as_body(body), reason="InvalidSpec", message=str(error))
         raise kopf.PermanentError(f"invalid study: {error}") from None
-    new_status, events = reconciler().reconcile(body, study.spec)
-    for event in events:
-        (kopf.info if event.type == "Normal" else kopf.warn)(
-            body, reason=event.reason, message=event.message
-        )
-    if {k: status.get(k) for k in new_status} != new_status:
-        _write_status(body, new_status)
+    return study.spec
 
 
-def _write_status(body: kopf.Body, status: dict[str, Any]) -> None:
+def _write_status(body: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
     """Write the study's status ourselves, so that a refused write is loud.
 
     A write the API server refuses is logged and posted as an Event; the next pass
@@ -78,26 +206,15 @@ def _write_status(body: kopf.Body, status: dict[str, Any]) -> None:
     except ApiException as error:
         message = f"could not write the study's status: {api_message(error)}"
         LOGGER.error("%s/%s: %s", meta["namespace"], meta["name"], message)
-        kopf.warn(body, reason="StatusWriteFailed", message=message)
-
-
-@kopf.on.startup(id="configure")
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="rheostat.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="rheostat.dev")
-    settings.posting.level = logging.INFO
-    settings.watching.server_timeout = 60
-    settings.execution.max_workers = 8
-
-
-@kopf.timer(API_GROUP, API_VERSION, STUDIES, interval=INTERVAL, id="reconcile")
-def reconcile_timer(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    _drive(body, patch)
+        kopf.warn(_as_body(body), reason="StatusWriteFailed", message=message)
+        return False
+    return True
 
 
 @kopf.on.delete(API_GROUP, API_VERSION, STUDIES, id="forget", optional=True)
-def forget(body: kopf.Body, **_: Any) -> None:
+def forget(*, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
     reconciler().forget(body["metadata"]["uid"])
+    WAKE.pop((namespace or "", name), None)
 
 
 @kopf.on.probe(id="studies")

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from rheostat.backends.kubernetes.manifests import LABEL_ROLE, LABEL_STUDY, LABEL_TRIAL, ROLE_TRIAL
 from rheostat.spec import API_GROUP, API_VERSION
 
 TRIALS = "tuningtrials"
@@ -60,31 +58,6 @@ class Kube:
         plain = self.api.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
         assert isinstance(plain, dict)
         return plain
-
-    def list_trials(self, namespace: str, study: str) -> list[dict[str, Any]]:
-        found = self.custom.list_namespaced_custom_object(
-            API_GROUP, API_VERSION, namespace, TRIALS, label_selector=f"{LABEL_STUDY}={study}"
-        )
-        assert isinstance(found, dict)
-        return list(found["items"])
-
-    def list_jobs(self, namespace: str, study: str) -> dict[str, dict[str, Any]]:
-        jobs = self.batch.list_namespaced_job(namespace, label_selector=f"{LABEL_STUDY}={study}")
-        plain = [self._plain(job) for job in jobs.items]
-        return {str(job["metadata"]["name"]): job for job in plain}
-
-    def list_pods(self, namespace: str, study: str) -> dict[str, list[dict[str, Any]]]:
-        """Pods by the name of their Job's trial (`t<number>`) or role."""
-        pods = self.core.list_namespaced_pod(namespace, label_selector=f"{LABEL_STUDY}={study}")
-        grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for pod in pods.items:
-            plain = self._plain(pod)
-            pod_labels = plain["metadata"].get("labels") or {}
-            if pod_labels.get(LABEL_ROLE) == ROLE_TRIAL:
-                grouped[f"t{pod_labels.get(LABEL_TRIAL)}"].append(plain)
-            else:
-                grouped[str(pod_labels.get(LABEL_ROLE))].append(plain)
-        return grouped
 
     def create_trial(self, trial: Mapping[str, Any]) -> dict[str, Any]:
         namespace = trial["metadata"]["namespace"]

@@ -1,18 +1,21 @@
 """One idempotent, level-based reconcile of a TuningStudy.
 
-Each call reads the children by label (TuningTrials, Jobs, pods), turns what they
-show into engine events, carries out the engine's actions (create a TuningTrial and
-its Job, delete a pruned trial's Job), persists every trial's record on its
-TuningTrial and returns the study's status. Nothing lives only in memory: the
-engine is a cache, rebuilt from the TuningTrials after a restart, so a killed
-operator loses no trial and launches none twice.
+Each call is handed the study's children as the operator's watches last saw them
+(TuningTrials, Jobs, pods: `Children`, read from memory, never LISTed), turns what
+they show into engine events, carries out the engine's actions (create a TuningTrial
+and its Job, delete a pruned trial's Job), persists every trial's record on its
+TuningTrial and returns the study's status. A view that lags one event behind is
+harmless: creating what exists is success and the next event brings another pass.
+Nothing lives only in memory: the engine is a cache, rebuilt from the TuningTrials
+after a restart, so a killed operator loses no trial and launches none twice.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +67,26 @@ class StudyEvent:
 
 
 @dataclass(frozen=True)
+class Children:
+    """A study's children as the watches last saw them (plain dicts)."""
+
+    jobs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # by name
+    pods: Sequence[Mapping[str, Any]] = ()
+    trials: Sequence[Mapping[str, Any]] = ()
+
+    def pods_by_owner(self) -> dict[str, list[Mapping[str, Any]]]:
+        """Pods by their trial (`t<number>`) or role (`lr-range-test`)."""
+        grouped: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+        for pod in self.pods:
+            labels = pod["metadata"].get("labels") or {}
+            if labels.get(build.LABEL_ROLE) == build.ROLE_TRIAL:
+                grouped[f"t{labels.get(build.LABEL_TRIAL)}"].append(pod)
+            else:
+                grouped[str(labels.get(build.LABEL_ROLE))].append(pod)
+        return grouped
+
+
+@dataclass(frozen=True)
 class _Stuck:
     """A trial pod that is not getting going, as the condition reports it."""
 
@@ -79,6 +102,7 @@ class _Runtime:
     stuck: dict[int, _Stuck] = field(default_factory=dict)
     # Why a Job's pods are refused (its Warning event), looked up once per trial.
     refusals: dict[int, str] = field(default_factory=dict)
+    written_status: dict[str, Any] | None = None
 
 
 @dataclass
@@ -103,33 +127,69 @@ class Reconciler:
             self.metrics.studies.labels(phase).set(count)
 
     def reconcile(
-        self, body: Mapping[str, Any], spec: StudySpec, now: float | None = None
+        self,
+        body: Mapping[str, Any],
+        spec: StudySpec,
+        children: Children,
+        now: float | None = None,
     ) -> tuple[dict[str, Any], list[StudyEvent]]:
         """Drive one study a step; returns its new status and the events to post."""
         uid = body["metadata"]["uid"]
         lock = self.locks.setdefault(uid, threading.Lock())
+        when = time.time() if now is None else now
         with lock, self.metrics.reconcile.time():
-            status, events = _Pass(self, body, spec, time.time() if now is None else now).run()
+            status, events = _Pass(self, body, spec, children, when).run()
         self.phases[uid] = status["phase"]
         self._count_phases()
         return status, events
+
+    def busy(self, uid: str) -> bool:
+        """Whether the study has trials (or an LR range test) in flight, to be polled.
+
+        Exits and deletions arrive as watch events, but a trial's intermediate
+        metrics are pulled: while anything runs, the study is passed over at its
+        scrape interval, which also checks timeouts and stuck pods.
+        """
+        runtime = self.runtimes.get(uid)
+        if runtime is None:
+            return False
+        engine = runtime.engine
+        return bool(engine.running) or engine.phase == "LrRangeTest"
+
+    def status_written(self, uid: str, status: Mapping[str, Any]) -> bool:
+        """Whether `status` is what this operator last wrote (one write per change)."""
+        runtime = self.runtimes.get(uid)
+        return runtime is not None and runtime.written_status == status
+
+    def remember_status(self, uid: str, status: Mapping[str, Any]) -> None:
+        runtime = self.runtimes.get(uid)
+        if runtime is not None:
+            runtime.written_status = dict(status)
 
 
 class _Pass:
     """One reconcile pass over one study."""
 
     def __init__(
-        self, owner: Reconciler, body: Mapping[str, Any], spec: StudySpec, now: float
+        self,
+        owner: Reconciler,
+        body: Mapping[str, Any],
+        spec: StudySpec,
+        children: Children,
+        now: float,
     ) -> None:
         self.owner = owner
         self.kube = owner.kube
         self.body = body
         self.spec = spec
+        self.children = children
         self.now = now
         self.name: str = body["metadata"]["name"]
         self.namespace: str = body["metadata"]["namespace"]
         self.events: list[StudyEvent] = []
-        self.trial_objects: dict[int, dict[str, Any]] = {}
+        self.trial_objects: dict[int, Mapping[str, Any]] = {
+            int(t["spec"]["number"]): t for t in children.trials
+        }
 
     # ----- the pass ---------------------------------------------------------------
 
@@ -141,8 +201,8 @@ class _Pass:
             self._event(
                 "Normal", "BudgetChanged", f"budget is now {self.spec.budget.max_trials} trials"
             )
-        jobs = self.kube.list_jobs(self.namespace, self.name)
-        pods = self.kube.list_pods(self.namespace, self.name)
+        jobs = self.children.jobs
+        pods = self.children.pods_by_owner()
         actions: list[Action] = []
         if engine.phase == "LrRangeTest":
             self._observe_lr_test(runtime, jobs, pods)
@@ -160,7 +220,7 @@ class _Pass:
         runtime = self.owner.runtimes.get(uid)
         if runtime is not None:
             return runtime
-        trials = self.kube.list_trials(self.namespace, self.name)
+        trials = self.children.trials
         records = [build.record_from_trial(t) for t in trials]
         stored_lr = ((self.body.get("status") or {}).get("lrRangeTest") or {}).get("curve")
         engine = Engine.rebuild(self.spec, records, stored_lr)
@@ -175,7 +235,10 @@ class _Pass:
     # ----- observing ----------------------------------------------------------------
 
     def _observe_lr_test(
-        self, runtime: _Runtime, jobs: Mapping[str, Any], pods: Mapping[str, list[dict[str, Any]]]
+        self,
+        runtime: _Runtime,
+        jobs: Mapping[str, Any],
+        pods: Mapping[str, list[Mapping[str, Any]]],
     ) -> None:
         name = build.lr_test_name(self.name)
         if name not in jobs:
@@ -222,7 +285,7 @@ class _Pass:
         runtime: _Runtime,
         number: int,
         jobs: Mapping[str, Any],
-        pods: Mapping[str, list[dict[str, Any]]],
+        pods: Mapping[str, list[Mapping[str, Any]]],
     ) -> list[Action]:
         job_name = build.trial_name(self.name, number)
         timeout = float(self.spec.budget.unschedulable_timeout)
