@@ -117,7 +117,7 @@ def test_chart_renders(cluster: ClusterHandle, values: Path) -> None:
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
-    assert "RHEOSTAT_RECONCILE_INTERVAL" in env
+    assert "RHEOSTAT_RESYNC_INTERVAL" in env
     assert any(a.startswith("--metrics-port=") for a in container["args"])
     dashboards = next(d for d in docs if d["kind"] == "ConfigMap")
     assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"

@@ -165,7 +165,7 @@ def test_ci_values_validate(path: Path) -> None:
         ({"watchNamespaces": ["Not_A_Namespace"]}, "watchNamespaces"),
         ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
         ({"podMonitor": {"enabeld": True}}, "enabeld"),
-        ({"reconcileInterval": "fast"}, "reconcileInterval"),
+        ({"resyncInterval": "fast"}, "resyncInterval"),
     ],
 )
 def test_schema_rejects_bad_values(override: dict[str, Any], where: str) -> None:

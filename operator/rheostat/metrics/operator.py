@@ -45,6 +45,12 @@ class OperatorMetrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60),
             registry=r,
         )
+        self.api_requests = Counter(
+            "rheostat_api_requests_total",
+            "Requests the reconcile sent to the API server (watches are Kopf's, not counted).",
+            ["verb", "resource"],
+            registry=r,
+        )
         self.lr_suggestion = Gauge(
             "rheostat_lr_range_test_suggestion",
             "Learning rate suggested by the LR range test.",

@@ -19,6 +19,7 @@ import copy
 import logging
 import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import kopf
@@ -36,6 +37,8 @@ TRIALS = "tuningtrials"
 RESYNC_SECONDS = float(os.environ.get("RHEOSTAT_RESYNC_INTERVAL", "60"))
 # After a pass that raised (the API server away, say), try again this soon.
 ERROR_BACKOFF_SECONDS = 2.0
+# Passes at once: mostly waiting on the API server and trial endpoints, not on a CPU.
+PASS_THREADS = 32
 LOGGER = logging.getLogger(__name__)
 RECONCILER: Reconciler | None = None
 StudyKey = tuple[str, str]  # (namespace, study name)
@@ -60,7 +63,12 @@ def _wake(key: StudyKey) -> asyncio.Event:
 
 
 @kopf.on.startup(id="configure")
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Passes run in threads (asyncio.to_thread); Python's default pool of cpu+4
+    # threads would queue studies behind each other's API round trips.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=PASS_THREADS, thread_name_prefix="reconcile")
+    )
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="rheostat.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="rheostat.dev")
     settings.posting.level = logging.INFO
@@ -100,8 +108,12 @@ async def wake_on_pod(*, namespace: str | None, labels: kopf.Labels, **_: Any) -
 
 
 @kopf.on.event(API_GROUP, API_VERSION, STUDIES, id="wake-on-study")
-async def wake_on_study(*, namespace: str | None, name: str, **_: Any) -> None:
-    _wake((namespace or "", name)).set()  # a new budget, say
+async def wake_on_study(
+    *, namespace: str | None, name: str, meta: kopf.Meta, status: kopf.Status, **_: Any
+) -> None:
+    # Only a spec change (a new budget) matters; our own status writes do not.
+    if meta.get("generation") != status.get("observedGeneration"):
+        _wake((namespace or "", name)).set()
 
 
 # ----- the study's driver -----------------------------------------------------------

@@ -1,5 +1,8 @@
 """The one module that calls the Kubernetes API, in the few verbs the operator needs.
 
+Reads come from Kopf's watches (handlers.py); this module only writes, plus one
+rare lookup (why a Job's pods are refused).
+
 Every write is idempotent: creating an object that exists is success (the operator
 did that step before a restart), deleting one that is gone is success.
 """
@@ -8,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes import client
@@ -48,27 +51,31 @@ def api_message(error: ApiException) -> str:
 class Kube:
     """Typed-enough access to studies, trials, Jobs and pods as plain dicts."""
 
-    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient | None = None,
+        on_request: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.api = api_client or client.ApiClient()
+        # Called with (verb, resource) before each request: the writes-per-trial budget
+        # is measured, not assumed (bench/operator_scale.py).
+        self.on_request = on_request or (lambda verb, resource: None)
         self.custom = client.CustomObjectsApi(self.api)
         self.batch = client.BatchV1Api(self.api)
         self.core = client.CoreV1Api(self.api)
-
-    def _plain(self, obj: Any) -> dict[str, Any]:
-        plain = self.api.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
-        assert isinstance(plain, dict)
-        return plain
 
     def create_trial(self, trial: Mapping[str, Any]) -> dict[str, Any]:
         namespace = trial["metadata"]["namespace"]
         body = {k: v for k, v in trial.items() if k != "status"}
         try:
+            self.on_request("create", "tuningtrials")
             created = self.custom.create_namespaced_custom_object(
                 API_GROUP, API_VERSION, namespace, TRIALS, body
             )
         except ApiException as error:
             if error.status != 409:
                 raise
+            self.on_request("get", "tuningtrials")
             created = self.custom.get_namespaced_custom_object(
                 API_GROUP, API_VERSION, namespace, TRIALS, trial["metadata"]["name"]
             )
@@ -86,6 +93,7 @@ class Kube:
     ) -> None:
         body = {"status": json_safe(dict(status))}
         try:
+            self.on_request("patch", f"{plural}/status")
             self.custom.patch_namespaced_custom_object_status(
                 API_GROUP, API_VERSION, namespace, plural, name, body
             )
@@ -95,6 +103,7 @@ class Kube:
 
     def job_warning(self, namespace: str, job: str) -> str | None:
         """The newest Warning event on a Job (why its pods were refused), if any."""
+        self.on_request("list", "events")
         events = self.core.list_namespaced_event(
             namespace,
             field_selector=f"involvedObject.kind=Job,involvedObject.name={job},type=Warning",
@@ -109,6 +118,7 @@ class Kube:
     def create_job(self, job: Mapping[str, Any]) -> bool:
         """Create a Job; False when it already existed, RefusedError when it never will."""
         try:
+            self.on_request("create", "jobs")
             # The client takes a plain manifest as well as a V1Job; its stubs say only V1Job.
             self.batch.create_namespaced_job(job["metadata"]["namespace"], dict(job))  # type: ignore[arg-type]
         except ApiException as error:
@@ -121,6 +131,7 @@ class Kube:
 
     def delete_job(self, namespace: str, name: str) -> None:
         try:
+            self.on_request("delete", "jobs")
             self.batch.delete_namespaced_job(
                 name, namespace, body=client.V1DeleteOptions(propagation_policy="Background")
             )

@@ -103,6 +103,10 @@ class _Runtime:
     # Why a Job's pods are refused (its Warning event), looked up once per trial.
     refusals: dict[int, str] = field(default_factory=dict)
     written_status: dict[str, Any] | None = None
+    # Jobs this process created, and those the watches have shown: a Job created but
+    # not yet seen is on its way, not missing (no second create for a lagging view).
+    jobs_created: set[int] = field(default_factory=set)
+    jobs_seen: set[int] = field(default_factory=set)
 
 
 @dataclass
@@ -114,6 +118,11 @@ class Reconciler:
     runtimes: dict[str, _Runtime] = field(default_factory=dict)
     locks: dict[str, threading.Lock] = field(default_factory=dict)
     phases: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.kube.on_request = lambda verb, resource: self.metrics.api_requests.labels(
+            verb, resource
+        ).inc()
 
     def forget(self, uid: str) -> None:
         self.runtimes.pop(uid, None)
@@ -293,7 +302,10 @@ class _Pass:
         runtime.stuck.pop(number, None)
         event: Event | None = None
         if isinstance(state, Missing):
+            if number in runtime.jobs_created and number not in runtime.jobs_seen:
+                return []  # created a moment ago; the watch has not brought it yet
             return self._ensure_job(runtime, number)
+        runtime.jobs_seen.add(number)
         if isinstance(state, Pending) and state.reason:
             runtime.stuck[number] = _Stuck(state.reason, self._why_stuck(runtime, number, state))
         elif isinstance(state, Running):
@@ -377,6 +389,8 @@ class _Pass:
         except RefusedError as refusal:
             reason = f"the API server refused the trial's Job: {refusal}"
             return runtime.engine.observe(TrialRefused(number, reason), self.now)
+        runtime.jobs_created.add(number)
+        runtime.jobs_seen.discard(number)
         if created:
             self._event("Normal", "TrialStarted", f"trial {number}: {_params(record)}")
         return []
