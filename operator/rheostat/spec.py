@@ -14,10 +14,10 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 API_GROUP = "rheostat.dev"
@@ -54,6 +54,21 @@ class Rule:
     field: str = ""
 
 
+def _whole_number(value: Any) -> Any:
+    """JSON has one number type: the API server admits 4.0 for an integer; so do we.
+
+    Only up to 2**53, where a float stops holding every integer (the API server
+    refuses larger ones as not integers).
+    """
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    return value
+
+
+# An integer field: 4 or 4.0, never "4" or true (strict otherwise).
+WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
+
+
 class SpecModel(BaseModel):
     """Base for spec models: camelCase on the wire, unknown fields rejected."""
 
@@ -62,6 +77,9 @@ class SpecModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         frozen=True,
+        # Numbers are numbers and booleans booleans, as the API server types them:
+        # "0.1" or true for a number would pass here and fail at `kubectl apply`.
+        strict=True,
     )
     rules: ClassVar[tuple[Rule, ...]] = ()
 
@@ -88,13 +106,19 @@ class AlgorithmSpec(SpecModel):
             "cmaes or qmc (quasi-Monte Carlo)."
         ),
     )
-    seed: int | None = Field(
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1), BeforeValidator(_whole_number)] | None = Field(
         default=None, description="Random seed; the same seed proposes the same trials."
     )
     settings: dict[str, Any] = Field(
         default_factory=dict,
         description="Extra keyword arguments for the Optuna sampler (e.g. n_startup_trials).",
     )
+
+
+def _divides(step: float, span: float) -> bool:
+    """Whether `span` is a whole number of steps (to 1e-6 of a step), as the CEL twin says."""
+    ratio = span / step
+    return step <= span and ratio <= 1e15 and ratio - int(ratio + 1e-9) < 1e-6
 
 
 def _is_integral(value: float | None) -> bool:
@@ -163,6 +187,21 @@ class Parameter(SpecModel):
             field=".min",
         ),
         Rule(
+            cel="!has(self.step) || !has(self.min) || !has(self.max) || self.max <= self.min "
+            "|| (self.step <= self.max - self.min && (self.max - self.min) / self.step <= 1e15 "
+            "&& (self.max - self.min) / self.step "
+            "- double(int((self.max - self.min) / self.step + 1e-9)) < 1e-6)",
+            message="step must divide max - min (otherwise the range is silently cut short)",
+            check=lambda p: (
+                p.step is None
+                or p.min is None
+                or p.max is None
+                or p.max <= p.min
+                or _divides(p.step, p.max - p.min)
+            ),
+            field=".step",
+        ),
+        Rule(
             cel="self.type != 'int' || !has(self.step) || double(int(self.step)) == self.step",
             message="an int parameter needs a whole-number step",
             check=lambda p: p.type != "int" or _is_integral(p.step),
@@ -195,7 +234,7 @@ class LrRangeTest(SpecModel):
     parameter: str = Field(description="The float parameter that is the learning rate.")
     min_lr: float = Field(default=1e-7, gt=0, description="Learning rate of the first step.")
     max_lr: float = Field(default=10.0, gt=0, description="Learning rate of the last step.")
-    steps: int = Field(
+    steps: WholeNumber = Field(
         default=100, ge=10, le=1000, description="Number of batches the LR is raised over."
     )
     suggestion: Literal["valley", "steep", "minimum", "slide"] = Field(
@@ -222,18 +261,21 @@ class LrRangeTest(SpecModel):
 class Budget(SpecModel):
     """How many trials to run, how many at once, and how many may fail."""
 
-    max_trials: int = Field(ge=1, le=100_000, description="Trials to finish before the study ends.")
-    parallelism: int = Field(default=1, ge=1, le=1000, description="Trials running at once.")
-    max_failed_trials: int = Field(
+    max_trials: WholeNumber = Field(
+        ge=1, le=100_000, description="Trials to finish before the study ends."
+    )
+    parallelism: WholeNumber = Field(
+        default=1, ge=1, le=1000, description="Trials running at once."
+    )
+    max_failed_trials: WholeNumber = Field(
         default=3, ge=0, description="The study fails once more trials than this have failed."
     )
-    trial_timeout: int | None = Field(
+    trial_timeout: Annotated[int, Field(ge=1), BeforeValidator(_whole_number)] | None = Field(
         default=None,
-        ge=1,
         description="Seconds a trial's trainer may run before it is stopped and failed, "
         "counted from its container's start (waiting for a node does not count).",
     )
-    max_retries: int = Field(
+    max_retries: WholeNumber = Field(
         default=2,
         ge=0,
         description=(
@@ -241,7 +283,7 @@ class Budget(SpecModel):
             "training errors are never retried."
         ),
     )
-    unschedulable_timeout: int = Field(
+    unschedulable_timeout: WholeNumber = Field(
         default=600,
         ge=1,
         description=(
@@ -268,7 +310,7 @@ class EarlyStopping(SpecModel):
 class MetricsSpec(SpecModel):
     """Where intermediate metrics come from."""
 
-    port: int = Field(
+    port: WholeNumber = Field(
         default=9090, ge=1, le=65535, description="Port the trainer serves /metrics on."
     )
     prometheus_url: str | None = Field(
@@ -452,6 +494,10 @@ def _pydantic_problems(error: ValidationError) -> list[SpecProblem]:
     return _merge_union_problems(problems)
 
 
+def _article(noun: str) -> str:
+    return ("an " if noun[:1] in "aeiou" else "a ") + noun
+
+
 def _merge_union_problems(problems: list[SpecProblem]) -> list[SpecProblem]:
     """Fold pydantic's one-line-per-union-member complaints into one line per field."""
     prefix = "Input should be a valid "
@@ -466,7 +512,9 @@ def _merge_union_problems(problems: list[SpecProblem]) -> list[SpecProblem]:
         else:
             merged.append(problem)
     return [
-        SpecProblem(p.path, "must be a " + " or ".join(kinds[p.path])) if p.path in kinds else p
+        SpecProblem(p.path, "must be " + " or ".join(_article(k) for k in kinds[p.path]))
+        if p.path in kinds
+        else p
         for p in merged
     ]
 
@@ -510,10 +558,24 @@ def semantic_problems(study: TuningStudy) -> list[SpecProblem]:
     return _rule_problems(study.spec, "spec") + _duplicate_names(study.spec)
 
 
+def _without_nulls(value: Any) -> Any:
+    """`value` with every `key: null` removed, as the API server reads it.
+
+    For a structural schema the API server treats an explicit null like an absent
+    field (and applies the default), so `log: null` is admitted; local validation
+    must not refuse what `kubectl apply` accepts.
+    """
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
 def study_from_mapping(document: Mapping[str, Any]) -> TuningStudy:
     """Validate a decoded study document; raise InvalidStudyError with every problem."""
     try:
-        study = TuningStudy.model_validate(document)
+        study = TuningStudy.model_validate(_without_nulls(document))
     except ValidationError as error:
         raise InvalidStudyError(_pydantic_problems(error)) from None
     problems = semantic_problems(study)

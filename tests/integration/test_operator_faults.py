@@ -116,3 +116,22 @@ def test_a_helper_container_does_not_speak_for_the_trainer(
     for trial in found:
         assert trial["status"]["state"] == "Complete"
         assert not trial["status"].get("reason"), trial["status"]  # the real final value
+
+
+def test_an_admitted_study_the_operator_cannot_run_is_reported_invalid_not_retried(
+    admin_api: client.ApiClient, namespace: str, operator: OperatorProcess
+) -> None:
+    """A categorical's values are invisible to CEL: admitted, then refused by the operator."""
+    document = synthetic_study("novalues")
+    del document["spec"]["parameters"][3]["values"]
+    create_study(admin_api, namespace, document)
+    study = wait_for_phase(
+        admin_api, namespace, "novalues", {"Succeeded", "Failed"}, seconds=60, operator=operator
+    )
+    failed = _condition(study, "Failed")
+    assert failed is not None
+    assert failed["reason"] == "InvalidSpec"
+    assert "spec.parameters[3].values" in failed["message"]
+    assert not client.BatchV1Api(admin_api).list_namespaced_job(namespace).items
+    assert operator.process is not None
+    assert operator.process.poll() is None, operator.log_tail()

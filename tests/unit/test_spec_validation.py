@@ -70,7 +70,7 @@ def test_a_nested_value_in_a_categorical_names_the_item() -> None:
     with pytest.raises(InvalidStudyError) as raised:
         study_from_mapping(document)
     assert [str(p) for p in raised.value.problems] == [
-        "spec.parameters[3].values[1]: must be a string or integer or number or boolean"
+        "spec.parameters[3].values[1]: must be a string or an integer or a number or a boolean"
     ]
 
 

@@ -1,0 +1,218 @@
+"""`rheostat validate` and the API server accept and reject the same studies.
+
+Hypothesis mutates a valid study the way a hostile user (or a careless template)
+would: numbers as strings or booleans, boundary and huge numbers, empty, repeated or
+huge lists, steps that do not fit their range, long and unicode names, unknown
+fields, missing fields. Every document goes to `rheostat validate`'s own checks and
+to a server-side dry run through the generated CRD. They must agree, except where
+the API server cannot see a field (a categorical's untyped values) or the check
+needs the search space (Optuna settings): those the operator refuses when it reads
+the study, with an InvalidSpec condition (see rheostat.spec.Rule).
+
+Examples are derandomized, so CI runs the same few thousand documents every time;
+set RHEOSTAT_AGREEMENT_EXPLORE=1 to let Hypothesis look for new ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from rheostat.spec import InvalidStudyError, study_from_mapping
+from rheostat.validation import runtime_problems
+from tests.bad_specs import good_study
+from tests.integration.operator_support import install_crds
+
+GROUP, VERSION, PLURAL = "rheostat.dev", "v1alpha1", "tuningstudies"
+EXAMPLES = 2000
+
+NUMBER_FIELDS = [
+    ("spec", "parameters", 0, "min"),
+    ("spec", "parameters", 0, "max"),
+    ("spec", "parameters", 1, "min"),
+    ("spec", "parameters", 1, "max"),
+    ("spec", "parameters", 1, "step"),
+    ("spec", "parameters", 2, "min"),
+    ("spec", "parameters", 2, "max"),
+    ("spec", "parameters", 2, "step"),
+    ("spec", "budget", "maxTrials"),
+    ("spec", "budget", "parallelism"),
+    ("spec", "budget", "maxFailedTrials"),
+    ("spec", "budget", "trialTimeout"),
+    ("spec", "budget", "maxRetries"),
+    ("spec", "budget", "unschedulableTimeout"),
+    ("spec", "lrRangeTest", "minLr"),
+    ("spec", "lrRangeTest", "maxLr"),
+    ("spec", "lrRangeTest", "steps"),
+    ("spec", "algorithm", "seed"),
+    ("spec", "metrics", "port"),
+    ("spec", "metrics", "scrapeInterval"),
+]
+BOOL_FIELDS = [("spec", "parameters", 0, "log"), ("spec", "parameters", 1, "log")]
+STRING_FIELDS = [
+    ("metadata", "name"),
+    ("spec", "objective", "metric"),
+    ("spec", "objective", "direction"),
+    ("spec", "algorithm", "name"),
+    ("spec", "parameters", 1, "name"),
+    ("spec", "parameters", 1, "type"),
+    ("spec", "lrRangeTest", "parameter"),
+    ("spec", "lrRangeTest", "suggestion"),
+    ("spec", "earlyStopping", "pruner"),
+    ("spec", "trialTemplate", "spec", "containers", 0, "name"),
+]
+OBJECTS = [
+    ("spec",),
+    ("spec", "budget"),
+    ("spec", "parameters", 2),
+    ("spec", "objective"),
+    ("spec", "lrRangeTest"),
+    ("spec", "algorithm"),
+]
+
+numbers = st.one_of(
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.sampled_from([0, 1, -1, 2**31 - 1, 2**31, 2**53, 2**53 + 1, 100_000, 100_001, 65_536]),
+    st.floats(allow_nan=False, allow_infinity=False, width=64),
+    st.sampled_from([0.0, 0.5, 1.5, 1e-300, 1e30, -0.0, 4.0]),
+)
+not_numbers = st.one_of(st.sampled_from(["1", "0.1", "", "1e-3", True, False, None]), st.text())
+texts = st.one_of(
+    st.text(max_size=80),
+    st.sampled_from(["", "a" * 300, "Trainer", "mömentum", "lr", "LR", "x y", "-a", "a-"]),
+)
+
+
+def _parent(document: dict[str, Any], path: tuple[Any, ...]) -> Any:
+    """The object holding `path`'s last part (made if absent), or None if out of reach."""
+    node: Any = document
+    for part in path[:-1]:
+        if isinstance(node, dict) and isinstance(part, str):
+            node = node.setdefault(part, {})
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            return None
+    return node if isinstance(node, dict) else None
+
+
+def _set(document: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
+    parent = _parent(document, path)
+    if parent is not None:
+        parent[path[-1]] = value
+
+
+@st.composite
+def mutations(draw: st.DrawFn) -> dict[str, Any]:
+    document = copy.deepcopy(good_study())
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        kind = draw(
+            st.sampled_from(
+                ["number", "not-number", "bool", "string", "unknown", "drop", "list", "values"]
+            )
+        )
+        if kind == "number":
+            _set(document, draw(st.sampled_from(NUMBER_FIELDS)), draw(numbers))
+        elif kind == "not-number":
+            _set(document, draw(st.sampled_from(NUMBER_FIELDS)), draw(not_numbers))
+        elif kind == "bool":
+            _set(document, draw(st.sampled_from(BOOL_FIELDS)), draw(not_numbers | st.booleans()))
+        elif kind == "string":
+            _set(document, draw(st.sampled_from(STRING_FIELDS)), draw(texts))
+        elif kind == "unknown":
+            path = draw(st.sampled_from(OBJECTS))
+            _set(document, (*path, draw(st.sampled_from(["foo", "maxTrialCount", "Min"]))), 1)
+        elif kind == "drop":
+            path = draw(st.sampled_from(NUMBER_FIELDS + STRING_FIELDS + BOOL_FIELDS))
+            parent = _parent(document, path)
+            if parent is not None:
+                parent.pop(path[-1], None)
+        elif kind == "list":
+            parameters = document["spec"]["parameters"]
+            choice = draw(st.sampled_from(["empty", "repeat", "huge", "one"]))
+            if choice == "empty":
+                document["spec"]["parameters"] = []
+            elif choice == "repeat" and len(parameters) > 1:
+                parameters.append(copy.deepcopy(parameters[1]))
+            elif choice == "huge":
+                for index in range(draw(st.integers(min_value=60, max_value=70))):
+                    parameters.append({"name": f"p{index}", "type": "int", "min": 0, "max": 3})
+            else:
+                document["spec"]["parameters"] = parameters[:1]
+        else:
+            values = draw(
+                st.lists(st.one_of(st.text(max_size=5), st.integers(), st.booleans()), max_size=4)
+            )
+            _set(document, ("spec", "parameters", 3, "values"), values)
+    return document
+
+
+def local_verdict(document: dict[str, Any]) -> tuple[bool, bool]:
+    """(accepted, refused only by a check the API server cannot make)."""
+    try:
+        study = study_from_mapping(document)
+    except InvalidStudyError as error:
+        paths = [p.path for p in error.problems]
+        operator_only = all(".parameters[3].values" in p for p in paths)
+        return False, operator_only
+    return not runtime_problems(study), True
+
+
+def server_verdict(
+    api: client.CustomObjectsApi, namespace: str, document: dict[str, Any]
+) -> tuple[bool, str]:
+    """(admitted, the server's reason if not) for a server-side dry run."""
+    try:
+        api.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, document, dry_run="All", field_validation="Strict"
+        )
+    except ApiException as error:
+        if error.status in {400, 422}:
+            return False, str(error.body)[:400]
+        raise
+    return True, ""
+
+
+@pytest.fixture(scope="module")
+def custom(admin_api: client.ApiClient) -> client.CustomObjectsApi:
+    install_crds(admin_api)
+    return client.CustomObjectsApi(admin_api)
+
+
+def test_validate_and_admission_agree(custom: client.CustomObjectsApi, namespace: str) -> None:
+    explore = bool(os.environ.get("RHEOSTAT_AGREEMENT_EXPLORE"))
+    disagreements: list[str] = []
+
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=not explore,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(mutations())
+    def check(document: dict[str, Any]) -> None:
+        local, operator_only = local_verdict(document)
+        server, reason = server_verdict(custom, namespace, document)
+        if local == server or (server and not local and operator_only):
+            return
+        try:
+            study_from_mapping(document)
+            problems = "accepted locally"
+        except InvalidStudyError as error:
+            problems = str(error)
+        disagreements.append(
+            f"local={local} server={server}: {problems} | server: {reason}\n{document}"
+        )
+
+    check()
+    assert not disagreements, f"{len(disagreements)} disagreements, e.g.:\n" + "\n\n".join(
+        disagreements[:5]
+    )
