@@ -10,12 +10,15 @@ STAMP := $(VENV)/.installed
 export RHEOSTAT_CACHE ?= $(HOME)/.cache/rheostat
 
 .PHONY: help venv demo test unit integration lint crd cluster-up cluster-down \
-        control-plane test-deps bench bench-smoke run install clean helm-lint
+        control-plane test-deps bench bench-smoke run install clean helm-lint \
+        images test-containers cluster-up-real
 
 help:
 	@echo "make demo         run a real study on this machine (examples/digits.yaml)"
-	@echo "make test         lint + unit + integration on a real control plane"
+	@echo "make test         lint + unit + e2e + integration + containers on a real node"
 	@echo "make cluster-up   start the test control plane and print its kubeconfig"
+	@echo "make images       build the operator and trainer images (buildah, no registry)"
+	@echo "make test-containers  the container tier on a real kubelet node"
 	@echo "make bench        run the benchmarks and rewrite bench/results/"
 
 $(STAMP): pyproject.toml
@@ -61,11 +64,26 @@ control-plane: test-deps
 integration: $(STAMP) control-plane
 	$(PY) -m pytest tests/integration
 
-test: $(STAMP) control-plane lint
+# Everything: unit, e2e, integration on the process nodes, and the container tier
+# (tests/containers: a real kubelet node running the images built by `make images`).
+test: $(STAMP) control-plane lint images
 	$(PY) -m pytest tests
+
+# Images built from our Dockerfiles with buildah (no registry, no Docker); the real
+# node of the test cluster imports them. Needs root. See docs/test-cluster.md.
+images: test-deps control-plane
+	bash hack/build-images.sh
+
+# A real node (kubelet + containerd + runc + CNI bridge) running our images.
+test-containers: $(STAMP) images
+	$(PY) -m pytest tests/containers
 
 cluster-up: $(STAMP) control-plane
 	$(PY) -m tests.cluster up
+
+# The same with the real node too (needs root and `make images`).
+cluster-up-real: $(STAMP) images
+	$(PY) -m tests.cluster up --real-node
 
 cluster-down: $(STAMP)
 	$(PY) -m tests.cluster down
@@ -83,7 +101,7 @@ install: $(STAMP)
 bench: $(STAMP) control-plane
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench.run --full
-	$(PY) -m bench.operator_overhead
+	$(PY) -m bench.operator_scale
 
 bench-smoke: $(STAMP)
 	$(PY) -m bench.run --smoke

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the test control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler) and helm from their Go modules into a versioned cache folder.
+# kube-scheduler), the real node's kubelet, kube-proxy, CoreDNS and pause program,
+# and helm from their Go modules into a versioned cache folder.
 #
 # Why: no registry ships kube-apiserver and this machine has no container engine,
 # so we build once per version (several minutes, a few GB of RAM) and reuse the
@@ -21,13 +22,16 @@ set -euo pipefail
 K8S_VERSION="${RHEOSTAT_K8S_VERSION:-v1.34.4}"
 ETCD_VERSION="${RHEOSTAT_ETCD_VERSION:-v3.6.4}"
 HELM_VERSION="${RHEOSTAT_HELM_VERSION:-v3.19.0}"
+# Cluster DNS for the real node's pods (Service names such as <svc>.<ns>.svc).
+COREDNS_VERSION="${RHEOSTAT_COREDNS_VERSION:-v1.12.4}"
 # Prometheus's Go module is v0.<3MMmm>.<patch> for release 3.<MM>.<patch>: 3.7.3.
 PROMETHEUS_VERSION="${RHEOSTAT_PROMETHEUS_VERSION:-v0.307.3}"
 PARALLELISM="${BUILD_PARALLELISM:-2}"
 
 CACHE_ROOT="${RHEOSTAT_CACHE:-$HOME/.cache/rheostat}"
 BIN_DIR="${CACHE_ROOT}/control-plane/${K8S_VERSION}-etcd${ETCD_VERSION}"
-K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler)
+K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 log() { printf '[build-control-plane %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
@@ -55,14 +59,16 @@ main() {
   mkdir -p "${BIN_DIR}"
 
   # envtest assets: link them in rather than building (helm is still ours).
-  if [[ -n "${KUBEBUILDER_ASSETS:-}" ]] && have_all "${KUBEBUILDER_ASSETS}" etcd "${K8S_BINARIES[@]}"; then
+  local cp_binaries=(kube-apiserver kube-controller-manager kube-scheduler)
+  if [[ -n "${KUBEBUILDER_ASSETS:-}" ]] && have_all "${KUBEBUILDER_ASSETS}" etcd "${cp_binaries[@]}"; then
     log "using binaries from KUBEBUILDER_ASSETS=${KUBEBUILDER_ASSETS}"
-    for b in etcd "${K8S_BINARIES[@]}"; do
+    for b in etcd "${cp_binaries[@]}"; do
       ln -sf "${KUBEBUILDER_ASSETS}/${b}" "${BIN_DIR}/${b}"
     done
   fi
 
-  if have_all "${BIN_DIR}" etcd "${K8S_BINARIES[@]}" helm prometheus; then
+  if have_all "${BIN_DIR}" etcd "${K8S_BINARIES[@]}" helm prometheus pause coredns &&
+    [[ "${BIN_DIR}/pause" -nt "${REPO_ROOT}/hack/pause/main.go" ]]; then
     log "control plane already built in ${BIN_DIR}"
     exit 0
   fi
@@ -140,12 +146,31 @@ main() {
         ldflags+=" -X ${pkg}.buildDate=1970-01-01T00:00:00Z"
       done
       for b in "${K8S_BINARIES[@]}"; do
+        # Already there (an earlier version of this script, or envtest's assets).
+        [[ -x "${BIN_DIR}/${b}" ]] && continue
         # One binary at a time keeps peak memory at one link step.
         timed "${b}" go build -p "${PARALLELISM}" -trimpath -ldflags "${ldflags}" \
           -o "${BIN_DIR}/${b}.tmp" "k8s.io/kubernetes/cmd/${b}"
         mv "${BIN_DIR}/${b}.tmp" "${BIN_DIR}/${b}"
       done
     )
+  }
+
+  build_pause() {
+    # The pod sandbox's pause process: registry.k8s.io/pause cannot be pulled here,
+    # so hack/build-images.sh wraps this static binary in a FROM scratch image.
+    (
+      cd "${REPO_ROOT}/hack/pause"
+      go build -trimpath -ldflags "-s -w" -o "${BIN_DIR}/pause.tmp" .
+    )
+    mv "${BIN_DIR}/pause.tmp" "${BIN_DIR}/pause"
+  }
+
+  build_coredns() {
+    local gobin="${WORK}/gobin"
+    GOBIN="${gobin}" GOFLAGS= go install -p "${PARALLELISM}" -trimpath -ldflags "-s -w" \
+      "github.com/coredns/coredns@${COREDNS_VERSION}"
+    mv "${gobin}/coredns" "${BIN_DIR}/coredns"
   }
 
   build_helm() {
@@ -189,6 +214,10 @@ main() {
     timed "kubernetes ${K8S_VERSION}" build_kubernetes
   fi
   if ! have_all "${BIN_DIR}" helm; then timed "helm ${HELM_VERSION}" build_helm; fi
+  if ! have_all "${BIN_DIR}" coredns; then timed "coredns ${COREDNS_VERSION}" build_coredns; fi
+  if ! [[ -x "${BIN_DIR}/pause" && "${BIN_DIR}/pause" -nt "${REPO_ROOT}/hack/pause/main.go" ]]; then
+    timed "pause" build_pause
+  fi
   if ! have_all "${BIN_DIR}" prometheus; then
     timed "prometheus ${PROMETHEUS_VERSION}" build_prometheus
   fi

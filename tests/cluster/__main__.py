@@ -1,7 +1,8 @@
 """``python -m tests.cluster up|down|status``: a long-lived cluster for manual work.
 
 ``up`` starts a detached cluster with its state in ``<repo>/.cluster/`` and prints
-the ``export`` lines for a shell; ``down`` stops it. Tests can reuse it through
+the ``export`` lines for a shell (``--real-node`` adds the kubelet node); ``down``
+stops it and undoes the real node's host changes. Tests can reuse it through
 ``RHEOSTAT_TEST_KUBECONFIG=.cluster/kubeconfig``.
 """
 
@@ -19,6 +20,7 @@ from tests.cluster.harness import (
     recorded_alive,
     stop_recorded,
 )
+from tests.cluster.real_node import RealNodeUnavailableError, cleanup_host
 
 
 def _exports(info: ClusterInfo) -> str:
@@ -32,22 +34,26 @@ def _exports(info: ClusterInfo) -> str:
     )
 
 
-def up(nodes: int, gpus: int) -> int:
+def up(nodes: int, gpus: int, real_node: bool) -> int:
     running = recorded_alive(STATE_ROOT)
     if running is not None:
         print("# the test cluster is already running", file=sys.stderr)
         print(_exports(running))
         return 0
     stop_recorded(STATE_ROOT)  # a half-dead one
+    cleanup_host(STATE_ROOT)  # a real node whose cluster.json is gone
     for child in STATE_ROOT.glob("*"):
-        if not child.name.startswith("pytest-"):
+        if not child.name.startswith(("pytest-", "containers-")):
             if child.is_dir():
                 shutil.rmtree(child, ignore_errors=True)
             else:
                 child.unlink()
     try:
-        info = LocalCluster(STATE_ROOT, detached=True, nodes=nodes, gpus=gpus).start()
-    except BinariesMissingError as err:
+        cluster = LocalCluster(
+            STATE_ROOT, detached=True, nodes=nodes, gpus=gpus, real_node=real_node
+        )
+        info = cluster.start()
+    except (BinariesMissingError, RealNodeUnavailableError) as err:
         print(f"cannot start the test cluster: {err}", file=sys.stderr)
         return 1
     print(
@@ -61,6 +67,8 @@ def up(nodes: int, gpus: int) -> int:
 def down() -> int:
     if stop_recorded(STATE_ROOT):
         print("test cluster stopped", file=sys.stderr)
+    elif cleanup_host(STATE_ROOT):
+        print("real node's host changes undone", file=sys.stderr)
     else:
         print("no test cluster recorded in .cluster/", file=sys.stderr)
     return 0
@@ -81,11 +89,17 @@ def main() -> int:
     up_parser = sub.add_parser("up", help="start a detached cluster and print exports")
     up_parser.add_argument("--nodes", type=int, default=2)
     up_parser.add_argument("--gpus", type=int, default=2, help="nvidia.com/gpu per node")
+    up_parser.add_argument(
+        "--real-node",
+        action="store_true",
+        help="also start a kubelet node (containerd, runc, CNI bridge); needs root and "
+        "`make images`",
+    )
     sub.add_parser("down", help="stop the detached cluster")
     sub.add_parser("status", help="print exports if the detached cluster runs")
     args = parser.parse_args()
     if args.command == "up":
-        return up(args.nodes, args.gpus)
+        return up(args.nodes, args.gpus, args.real_node)
     if args.command == "down":
         return down()
     return status()

@@ -36,9 +36,13 @@ class Binaries:
     bin_dir: Path
 
 
+def cache_root() -> Path:
+    """``$RHEOSTAT_CACHE`` or ~/.cache/rheostat: binaries, images, the real node's containerd."""
+    return Path(os.environ.get("RHEOSTAT_CACHE") or Path.home() / ".cache" / "rheostat")
+
+
 def cache_dir() -> Path:
-    root = Path(os.environ.get("RHEOSTAT_CACHE") or Path.home() / ".cache" / "rheostat")
-    return root / "control-plane" / f"{K8S_VERSION}-etcd{ETCD_VERSION}"
+    return cache_root() / "control-plane" / f"{K8S_VERSION}-etcd{ETCD_VERSION}"
 
 
 def go_available() -> bool:

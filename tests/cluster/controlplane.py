@@ -98,10 +98,24 @@ class ApiEndpoint:
 class ControlPlane:
     """Starts the four components in order and waits for each to be ready."""
 
-    def __init__(self, binaries: Binaries, state_dir: Path, die_with_parent: bool) -> None:
+    def __init__(
+        self,
+        binaries: Binaries,
+        state_dir: Path,
+        die_with_parent: bool,
+        *,
+        address: str = "127.0.0.1",
+        apiserver_args: list[str] | None = None,
+    ) -> None:
+        """``address``: where the API server binds and what it advertises. Loopback
+        unless a real node runs: its pods reach the API server through the
+        ``kubernetes`` Service, whose endpoint is this address (a bridge IP).
+        ``apiserver_args`` are appended (client CA, kubelet client certificate)."""
         self.binaries = binaries
         self.dir = state_dir
         self.die_with_parent = die_with_parent
+        self.address = address
+        self.apiserver_args = list(apiserver_args or [])
         self.processes: list[ManagedProcess] = []
         self.kubeconfig = state_dir / "kubeconfig"
         self.endpoint: ApiEndpoint | None = None
@@ -168,25 +182,29 @@ class ControlPlane:
     ) -> ApiEndpoint:
         port = free_port()
         pki = self.dir / "pki"
-        server = f"https://127.0.0.1:{port}"
+        server = f"https://{self.address}:{port}"
+        # --authorization-mode is a list flag: given twice it would repeat modes.
+        authz = [a for a in self.apiserver_args if a.startswith("--authorization-mode=")]
+        extra = [a for a in self.apiserver_args if a not in authz]
         self._spawn(
             "kube-apiserver",
             [
                 str(self.binaries.kube_apiserver),
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
                 f"--secure-port={port}",
                 f"--cert-dir={pki}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 f"--service-account-issuer={server}/",
                 f"--service-account-key-file={sa_key}",
                 f"--service-account-signing-key-file={sa_key}",
-                "--authorization-mode=RBAC",
+                *(authz or ["--authorization-mode=RBAC"]),
                 f"--token-auth-file={pki / 'tokens.csv'}",
                 "--allow-privileged=true",
                 "--profiling=false",
                 "--v=1",
+                *extra,
             ],
         )
         endpoint = ApiEndpoint(server, pki / "apiserver.crt", token, token_file)

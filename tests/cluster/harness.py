@@ -35,6 +35,16 @@ from tests.cluster.procs import (
     stop_group,
 )
 from tests.cluster.prometheus import start_prometheus
+from tests.cluster.real_node import (
+    BRIDGE_IP,
+    NODE_NAME,
+    Pki,
+    RealNode,
+    apiserver_args,
+    cleanup_host,
+    prepare_host,
+    remove_containers,
+)
 
 STATE_ROOT = REPO_ROOT / ".cluster"
 INFO_FILE = "cluster.json"
@@ -51,6 +61,7 @@ class ClusterInfo:
     node_names: list[str]
     state_dir: Path
     groups: list[tuple[str, int]] = field(default_factory=list)  # (name, pgid), start order
+    real_node: str | None = None  # the real node's name, if the cluster has one
 
     def save(self) -> None:
         data = asdict(self)
@@ -67,6 +78,7 @@ class ClusterInfo:
             node_names=list(data.get("node_names", [])),
             state_dir=Path(data["state_dir"]),
             groups=[(str(n), int(g)) for n, g in data.get("groups", [])],
+            real_node=data.get("real_node"),
         )
 
 
@@ -74,12 +86,21 @@ class LocalCluster:
     """A cluster on loopback; see the module docstring."""
 
     def __init__(
-        self, state_dir: Path, *, detached: bool = False, nodes: int = 2, gpus: int = 2
+        self,
+        state_dir: Path,
+        *,
+        detached: bool = False,
+        nodes: int = 2,
+        gpus: int = 2,
+        real_node: bool = False,
     ) -> None:
+        """``nodes`` process nodes (0 for none) and, with ``real_node``, one kubelet node."""
         self.state_dir = state_dir
         self.detached = detached
         self.nodes = nodes
         self.gpus = gpus
+        self.want_real_node = real_node
+        self.real_node: RealNode | None = None
         self.control_plane: ControlPlane | None = None
         self.extra: list[ManagedProcess] = []
         self.info: ClusterInfo | None = None
@@ -106,6 +127,7 @@ class LocalCluster:
                         raise
                     print(f"test cluster: retrying start-up after: {err}", file=sys.stderr)
                     self._stop_processes()
+                    cleanup_host(self.state_dir)
                     for name in ("etcd", "pki", "prometheus"):  # never other sessions' folders
                         shutil.rmtree(self.state_dir / name, ignore_errors=True)
             raise AssertionError("unreachable")
@@ -119,21 +141,44 @@ class LocalCluster:
     def _start(self, binaries: Binaries, timeout: float) -> ClusterInfo:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         die = not self.detached
-        self.control_plane = ControlPlane(binaries, self.state_dir, die_with_parent=die)
+        pki: Pki | None = None
+        if self.want_real_node:
+            # Before the API server starts: it binds the bridge's address.
+            prepare_host(self.state_dir)
+            pki = Pki(self.state_dir / "pki" / "node")
+            pki.create_ca()
+            self.control_plane = ControlPlane(
+                binaries,
+                self.state_dir,
+                die_with_parent=die,
+                address=BRIDGE_IP,
+                apiserver_args=apiserver_args(pki),
+            )
+        else:
+            self.control_plane = ControlPlane(binaries, self.state_dir, die_with_parent=die)
         endpoint = self.control_plane.start(timeout)
         prometheus, url = start_prometheus(
             binaries.prometheus, endpoint, self.state_dir, die, timeout
         )
         self.extra.append(prometheus)
-        agent = self._start_node_agent(die, timeout, endpoint)
-        self.extra.append(agent)
-        processes = [*self.control_plane.processes, *self.extra]
+        if self.nodes > 0:
+            agent = self._start_node_agent(die, timeout, endpoint)
+            self.extra.append(agent)
+        node_names = [f"{NODE_PREFIX}{i}" for i in range(self.nodes)]
+        real_processes: list[ManagedProcess] = []
+        if pki is not None:
+            self.real_node = RealNode(self.state_dir, pki, die_with_parent=die, gpus=self.gpus)
+            self.real_node.start(endpoint, timeout)
+            real_processes = self.real_node.processes
+            node_names.append(NODE_NAME)
+        processes = [*self.control_plane.processes, *self.extra, *real_processes]
         self.info = ClusterInfo(
             kubeconfig=self.control_plane.kubeconfig,
             prometheus_url=url,
-            node_names=[f"{NODE_PREFIX}{i}" for i in range(self.nodes)],
+            node_names=node_names,
             state_dir=self.state_dir,
             groups=[(p.name, p.pid) for p in processes],
+            real_node=NODE_NAME if pki is not None else None,
         )
         self.info.save()
         return self.info
@@ -210,12 +255,17 @@ class LocalCluster:
                 shutil.rmtree(self.state_dir / name, ignore_errors=True)
 
     def _stop_processes(self) -> None:
+        if self.real_node is not None:
+            self.real_node.stop()
+            self.real_node = None
         for proc in reversed(self.extra):
             proc.stop(grace=15.0)
         self.extra.clear()
         if self.control_plane is not None:
             self.control_plane.stop()
         kill_marked_processes(MARKER_ENV, str(self.state_dir))
+        # The real node's host side effects (bridge, cgroups, nft, sysctls, ...).
+        cleanup_host(self.state_dir)
 
 
 def _same_program(pgid: int, name: str) -> bool:
@@ -235,9 +285,13 @@ def stop_recorded(state_dir: Path) -> bool:
         return False
     info = ClusterInfo.load(path)
     for name, pgid in reversed(info.groups):
+        if name == "containerd":
+            # Its shims outlive it: containers go first (the kubelet is stopped by now).
+            remove_containers(str(info.state_dir / "containerd" / "containerd.sock"))
         if _same_program(pgid, name):
             stop_group(pgid, grace=15.0)
     kill_marked_processes(MARKER_ENV, str(info.state_dir))
+    cleanup_host(info.state_dir)
     path.unlink()
     for name in DISPOSABLE:
         shutil.rmtree(state_dir / name, ignore_errors=True)
@@ -261,6 +315,7 @@ def session_state_dir() -> Path:
     for old in STATE_ROOT.glob("pytest-*"):
         pid = old.name.removeprefix("pytest-")
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            cleanup_host(old)  # a crashed session's real node, if it had one
             shutil.rmtree(old, ignore_errors=True)
     folder = STATE_ROOT / f"pytest-{os.getpid()}"
     shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# Build the project's images with buildah, with no registry and no Docker:
+#
+#   localhost/rheostat/python:3.11-bookworm  Debian bookworm + Python 3.11 + pip, made
+#                                           by mmdebstrap (stands in for python:3.11-slim)
+#   localhost/rheostat/pause:dev             the pod sandbox (hack/pause, FROM scratch)
+#   localhost/rheostat/operator:dev          from ./Dockerfile
+#   localhost/rheostat/trainer:dev           from ./trainer_image/Dockerfile
+#   localhost/rheostat/curl:dev              the chart's `helm test` image (hack/images/)
+#
+# and export them into one OCI layout folder that the test cluster's real node
+# imports into its containerd (tests/cluster/real_node.py).
+#
+# Why this shape: no registry is reachable, so `FROM python:3.11-slim` is satisfied
+# by the BASE_IMAGE build argument and every build runs with --pull-never. torch
+# (PyPI's Linux wheel brings several GB of CUDA libraries) sits in one layer that
+# both Dockerfiles produce with the same instructions, so buildah's layer cache
+# builds it once and containerd stores and unpacks it once; a code-only change
+# rebuilds only the small top layers. crun refuses this machine's hybrid cgroup
+# layout, hence --runtime runc.
+#
+# Idempotent: every step is skipped when its inputs are unchanged (base image: the
+# mmdebstrap arguments; the others: buildah's layer cache; exports: the image ID).
+#
+# Environment:
+#   RHEOSTAT_CACHE          cache root (default ~/.cache/rheostat)
+#   RHEOSTAT_BUILD_CA       CA bundle passed to pip as the optional `ca-bundle` build
+#                           secret, for TLS-intercepting proxies (default: the host's
+#                           /etc/ssl/certs/ca-certificates.crt if it exists; "" for none).
+#                           Never stored in an image.
+#   RHEOSTAT_TORCH_INDEX    torch's wheel index (default https://pypi.org/simple: the
+#                           Dockerfiles' default, PyTorch's CPU index, is often not
+#                           reachable from CI machines)
+#   RHEOSTAT_DEBIAN_MIRROR  Debian mirror for mmdebstrap (default deb.debian.org)
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE_ROOT="${RHEOSTAT_CACHE:-$HOME/.cache/rheostat}"
+K8S_VERSION="${RHEOSTAT_K8S_VERSION:-v1.34.4}"
+ETCD_VERSION="${RHEOSTAT_ETCD_VERSION:-v3.6.4}"
+BIN_DIR="${CACHE_ROOT}/control-plane/${K8S_VERSION}-etcd${ETCD_VERSION}"
+IMAGE_DIR="${CACHE_ROOT}/images"
+MIRROR="${RHEOSTAT_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+TORCH_INDEX="${RHEOSTAT_TORCH_INDEX:-https://pypi.org/simple}"
+if [[ -z "${RHEOSTAT_BUILD_CA+x}" && -s /etc/ssl/certs/ca-certificates.crt ]]; then
+  RHEOSTAT_BUILD_CA=/etc/ssl/certs/ca-certificates.crt
+fi
+CA_BUNDLE="${RHEOSTAT_BUILD_CA:-}"
+
+BASE_TAG=localhost/rheostat/python:3.11-bookworm
+PAUSE_TAG=localhost/rheostat/pause:dev
+OPERATOR_TAG=localhost/rheostat/operator:dev
+TRAINER_TAG=localhost/rheostat/trainer:dev
+CURL_TAG=localhost/rheostat/curl:dev
+RUNTIME=/usr/sbin/runc
+
+log() { printf '[build-images %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+timed() {
+  local name="$1"
+  shift
+  local start=$SECONDS
+  "$@"
+  log "${name} took $((SECONDS - start))s"
+}
+
+image_label() {
+  buildah inspect --type image --format "{{index .ImageAnnotations \"$2\"}}" "$1" 2>/dev/null || true
+}
+
+# The base image: what python:3.11-slim gives a Dockerfile (python, pip, useradd,
+# CA certificates), from Debian packages. pip may install into the system Python:
+# the image is a container base, not a host, so EXTERNALLY-MANAGED is removed.
+build_base() {
+  local packages=python3,python3-pip,python-is-python3,ca-certificates,passwd
+  local key
+  key="$(printf '%s\n' bookworm "${MIRROR}" "${packages}" v1 | sha256sum | cut -c1-16)"
+  if [[ "$(image_label "${BASE_TAG}" dev.rheostat.base-key)" == "${key}" ]]; then
+    log "base image ${BASE_TAG} is current"
+    return
+  fi
+  local tarball="${IMAGE_DIR}/base-bookworm-${key}.tar"
+  if [[ ! -s "${tarball}" ]]; then
+    log "mmdebstrap bookworm (${packages})"
+    timed "mmdebstrap" mmdebstrap --quiet --variant=minbase --include="${packages}" \
+      --aptopt='Acquire::Languages "none"' \
+      --dpkgopt='path-exclude=/usr/share/doc/*' \
+      --dpkgopt='path-exclude=/usr/share/man/*' \
+      --dpkgopt='path-exclude=/usr/share/locale/*' \
+      --customize-hook='rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED' \
+      --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
+      bookworm "${tarball}.tmp" "${MIRROR}"
+    mv "${tarball}.tmp" "${tarball}"
+  fi
+  local ctr
+  ctr="$(buildah from --pull-never scratch)"
+  buildah add --quiet "${ctr}" "${tarball}" / >/dev/null
+  buildah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    --env LANG=C.UTF-8 --cmd python3 --annotation "dev.rheostat.base-key=${key}" \
+    --os linux --arch amd64 "${ctr}"
+  buildah commit --quiet --rm "${ctr}" "${BASE_TAG}" >/dev/null
+  log "built ${BASE_TAG}"
+}
+
+build_pause() {
+  local bin="${BIN_DIR}/pause"
+  [[ -x "${bin}" ]] || {
+    log "ERROR: ${bin} is missing: run hack/build-control-plane.sh (make control-plane)"
+    return 1
+  }
+  local key
+  key="$(sha256sum "${bin}" | cut -c1-16)"
+  if [[ "$(image_label "${PAUSE_TAG}" dev.rheostat.pause-key)" == "${key}" ]]; then
+    return
+  fi
+  local ctr
+  ctr="$(buildah from --pull-never scratch)"
+  buildah copy --quiet "${ctr}" "${bin}" /pause >/dev/null
+  buildah config --entrypoint '["/pause"]' --user 65535:65535 \
+    --annotation "dev.rheostat.pause-key=${key}" --os linux --arch amd64 "${ctr}"
+  buildah commit --quiet --rm "${ctr}" "${PAUSE_TAG}" >/dev/null
+  log "built ${PAUSE_TAG}"
+}
+
+bud() {
+  local tag="$1" dockerfile="$2"
+  # --network host: RUN steps need no network of their own, and buildah's default
+  # CNI network would add a cni-podman0 bridge and iptables chains to the host.
+  local args=(--layers --pull-never --runtime "${RUNTIME}" --format oci --network host
+    --build-arg "BASE_IMAGE=${BASE_TAG}" --build-arg "TORCH_INDEX_URL=${TORCH_INDEX}"
+    -f "${REPO_ROOT}/${dockerfile}" -t "${tag}")
+  [[ -n "${CA_BUNDLE}" ]] && args+=(--secret "id=ca-bundle,src=${CA_BUNDLE}")
+  buildah bud --quiet "${args[@]}" "${REPO_ROOT}" >/dev/null
+  log "built ${tag} ($(buildah inspect --type image --format '{{.FromImageID}}' "${tag}" | cut -c1-12))"
+}
+
+# All images end up, uncompressed, in ONE OCI layout folder whose blobs are stored
+# once; the real node streams from it only the blobs its containerd lacks. buildah
+# re-reads and re-hashes every layer on each push (even one the destination has:
+# about 60 s per image for the 3 GB torch layer), so only images whose ID changed
+# are pushed, each to a folder of its own, then merged. (Pushing two in parallel
+# was slower on 2 cores: 133 s against 117 s.)
+needs_export() {
+  local name="$1" id="$2"
+  [[ -s "${IMAGE_DIR}/layout/index.json" &&
+    "$(cat "${IMAGE_DIR}/layout/${name}.id" 2>/dev/null)" == "${id}" ]] && return 1
+  return 0
+}
+
+export_image() {
+  local tag="$1" name="$2" id="$3"
+  local dir="${IMAGE_DIR}/push/${name}"
+  rm -rf "${dir}"
+  mkdir -p "${dir}"
+  timed "export ${tag}" buildah push --quiet --disable-compression "${tag}" "oci:${dir}:${name}"
+  echo "${id}" >"${dir}.id"
+}
+
+# Moves the pushed blobs into the shared layout, replaces each pushed name's index
+# entry, and deletes blobs no current manifest refers to (earlier builds).
+merge_and_prune() {
+  python3 - "${IMAGE_DIR}" <<'PY'
+import json
+import shutil
+import sys
+from pathlib import Path
+
+root = Path(sys.argv[1])
+layout = root / "layout"
+blobs = layout / "blobs" / "sha256"
+blobs.mkdir(parents=True, exist_ok=True)
+REF = "org.opencontainers.image.ref.name"
+index_path = layout / "index.json"
+index = json.loads(index_path.read_text()) if index_path.exists() else {
+    "schemaVersion": 2, "manifests": []}
+(layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+pushed = root / "push"
+for folder in sorted(p for p in pushed.glob("*") if p.is_dir()) if pushed.is_dir() else []:
+    name = folder.name
+    for blob in (folder / "blobs" / "sha256").iterdir():
+        target = blobs / blob.name
+        if not target.exists():
+            blob.rename(target)
+    new = json.loads((folder / "index.json").read_text())["manifests"]
+    index["manifests"] = [
+        d for d in index["manifests"] if d.get("annotations", {}).get(REF) != name
+    ] + [d for d in new if d.get("annotations", {}).get(REF) == name]
+    index_path.write_text(json.dumps(index))
+    (pushed / f"{name}.id").rename(layout / f"{name}.id")
+    shutil.rmtree(folder)
+index["manifests"] = [d for d in index["manifests"] if d.get("annotations", {}).get(REF)]
+index_path.write_text(json.dumps(index))
+keep = set()
+for desc in index["manifests"]:
+    keep.add(desc["digest"])
+    manifest = json.loads((blobs / desc["digest"].split(":")[1]).read_text())
+    keep.add(manifest["config"]["digest"])
+    keep.update(layer["digest"] for layer in manifest["layers"])
+freed = 0
+for blob in blobs.iterdir():
+    if f"sha256:{blob.name}" not in keep:
+        freed += blob.stat().st_size
+        blob.unlink()
+if freed:
+    print(f"[build-images] pruned {freed / 1e6:.0f} MB of old blobs", file=sys.stderr)
+PY
+}
+
+main() {
+  for tool in buildah mmdebstrap "${RUNTIME}"; do
+    command -v "${tool}" >/dev/null 2>&1 || {
+      log "ERROR: ${tool} not found: run hack/install-test-deps.sh (make test-deps)"
+      exit 1
+    }
+  done
+  mkdir -p "${IMAGE_DIR}"
+  local start=$SECONDS
+  timed "base" build_base
+  timed "pause" build_pause
+  timed "operator" bud "${OPERATOR_TAG}" Dockerfile
+  timed "trainer" bud "${TRAINER_TAG}" trainer_image/Dockerfile
+  timed "curl" bud "${CURL_TAG}" hack/images/curl.Dockerfile
+  local tag name id
+  for tag in "${PAUSE_TAG}" "${OPERATOR_TAG}" "${TRAINER_TAG}" "${CURL_TAG}"; do
+    name="${tag#localhost/rheostat/}"
+    name="${name%%:*}"
+    id="$(buildah inspect --type image --format '{{.FromImageID}}' "${tag}")"
+    if needs_export "${name}" "${id}"; then
+      export_image "${tag}" "${name}" "${id}"
+    fi
+  done
+  merge_and_prune
+  buildah images --format '{{.Name}}:{{.Tag}} {{.Size}}' | grep -E '^localhost/rheostat/' >&2 || true
+  log "total $((SECONDS - start))s; OCI layout in ${IMAGE_DIR}/layout ($(du -sh "${IMAGE_DIR}/layout" | cut -f1))"
+}
+
+main "$@"

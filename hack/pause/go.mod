@@ -1,0 +1,3 @@
+module rheostat.dev/hack/pause
+
+go 1.24
