@@ -6,7 +6,7 @@
 # Why: no registry ships kube-apiserver and this machine has no container engine,
 # so we build once per version (several minutes, a few GB of RAM) and reuse the
 # binaries afterwards. A rerun with the binaries present is a no-op.
-# See docs/test-cluster.md and /work/shared/reference/control-plane.md.
+# See docs/test-cluster.md and ../shared/reference/control-plane.md.
 #
 # Environment:
 #   RHEOSTAT_CACHE      cache root (default ~/.cache/rheostat)
