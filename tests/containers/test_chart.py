@@ -128,3 +128,82 @@ def test_helm_install_helm_test_then_a_bayesian_study_succeeds(
     assert all(p.spec.node_name for p in pods)
     logs = _run("kubectl", "logs", "--namespace", namespace, pods[0].metadata.name)
     assert logs.strip()
+
+
+def test_a_deleted_trial_pod_and_a_deleted_operator_pod_lose_nothing(
+    admin_api: client.ApiClient, release: tuple[str, float]
+) -> None:
+    """Real SIGTERMs with grace periods: a node drain of one trial, a rollout of the operator.
+
+    The trial is retried with the same parameters and not counted as failed; the
+    Deployment's new operator pod rebuilds the study and finishes exactly the budget.
+    """
+    namespace, _ = release
+    document = synthetic_study(
+        "drain",
+        algorithm="tpe",
+        args=["--steps", "8", "--step-seconds", "0.5"],
+        budget={"maxTrials": 6, "parallelism": 2, "maxFailedTrials": 0},
+        seed=5,
+        scrape_interval=0.5,
+    )
+    container = document["spec"]["trialTemplate"]["spec"]["containers"][0]
+    container["image"] = TRAINER_IMAGE
+    container["imagePullPolicy"] = "Never"
+    container["securityContext"] = RESTRICTED
+    custom = client.CustomObjectsApi(admin_api)
+    core = client.CoreV1Api(admin_api)
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "tuningstudies", document)
+
+    def running_trial_pod() -> Any:
+        pods = core.list_namespaced_pod(
+            namespace, label_selector="rheostat.dev/study=drain,rheostat.dev/trial=0"
+        ).items
+        return next((p for p in pods if p.status.phase == "Running"), None)
+
+    pod = wait_for(running_trial_pod, 120, "trial 0 running")
+    core.delete_namespaced_pod(pod.metadata.name, namespace)
+
+    def trials() -> list[dict[str, Any]]:
+        found = custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, "tuningtrials", label_selector="rheostat.dev/study=drain"
+        )["items"]
+        return sorted(found, key=lambda t: t["spec"]["number"])
+
+    wait_for(lambda: len(trials()) >= 4, 180, "four trials")
+    operator = [
+        p
+        for p in core.list_namespaced_pod(
+            namespace, label_selector="app.kubernetes.io/name=rheostat"
+        ).items
+        if any(o.kind == "ReplicaSet" for o in p.metadata.owner_references or [])
+    ]
+    assert len(operator) == 1, [p.metadata.name for p in operator]
+    core.delete_namespaced_pod(operator[0].metadata.name, namespace)
+
+    def finished() -> dict[str, Any] | None:
+        study = custom.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "tuningstudies", "drain"
+        )
+        return (
+            study if (study.get("status") or {}).get("phase") in ("Succeeded", "Failed") else None
+        )
+
+    study = wait_for(finished, 400, "study drain to finish")
+    found = trials()
+    assert study["status"]["phase"] == "Succeeded", [t["status"] for t in found]
+    counted = [t for t in found if t["status"].get("kind", "counted") == "counted"]
+    assert len(counted) == 6
+    assert all(t["status"]["state"] == "Complete" for t in counted)
+    assert len({tuple(sorted(t["spec"]["params"].items())) for t in counted}) == 6
+    lost = found[0]
+    assert lost["status"]["kind"] == "retry", lost["status"]
+    retried = next(t for t in found if t["status"].get("attempt") == 2)
+    assert retried["spec"]["params"] == lost["spec"]["params"]
+    per_trial: dict[str, int] = {}
+    for trial_pod in core.list_namespaced_pod(
+        namespace, label_selector="rheostat.dev/study=drain,rheostat.dev/role=trial"
+    ).items:
+        number = trial_pod.metadata.labels["rheostat.dev/trial"]
+        per_trial[number] = per_trial.get(number, 0) + 1
+    assert set(per_trial.values()) <= {1}, per_trial
