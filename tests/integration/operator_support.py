@@ -156,6 +156,18 @@ def operator(
         process.stop()
 
 
+def pods_per_trial(api: client.ApiClient, namespace: str, study: str) -> dict[str, int]:
+    """How many pods each trial number of a study had: more than one means it ran twice."""
+    pods = client.CoreV1Api(api).list_namespaced_pod(
+        namespace, label_selector=f"rheostat.dev/study={study},rheostat.dev/role=trial"
+    )
+    counts: dict[str, int] = {}
+    for pod in pods.items:
+        trial = pod.metadata.labels["rheostat.dev/trial"]
+        counts[trial] = counts.get(trial, 0) + 1
+    return counts
+
+
 def synthetic_study(name: str, **options: Any) -> dict[str, Any]:
     """The shared synthetic study with the cluster tests' defaults."""
     options.setdefault("budget", {"maxTrials": 3, "parallelism": 3})

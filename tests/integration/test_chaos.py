@@ -20,22 +20,12 @@ from tests.integration.operator_support import (
     VERSION,
     OperatorProcess,
     create_study,
+    pods_per_trial,
     synthetic_study,
     trials,
     wait,
     wait_for_phase,
 )
-
-
-def _pods_per_trial(api: client.ApiClient, namespace: str, study: str) -> dict[str, int]:
-    pods = client.CoreV1Api(api).list_namespaced_pod(
-        namespace, label_selector=f"rheostat.dev/study={study},rheostat.dev/role=trial"
-    )
-    counts: dict[str, int] = {}
-    for pod in pods.items:
-        trial = pod.metadata.labels["rheostat.dev/trial"]
-        counts[trial] = counts.get(trial, 0) + 1
-    return counts
 
 
 def _assert_exactly_once(api: client.ApiClient, namespace: str, study: str, budget: int) -> None:
@@ -44,7 +34,7 @@ def _assert_exactly_once(api: client.ApiClient, namespace: str, study: str, budg
     assert len(counted) == budget, [t["status"] for t in found]
     params = [tuple(sorted(t["spec"]["params"].items())) for t in counted]
     assert len(set(params)) == budget, "a parameter set was counted twice"
-    per_trial = _pods_per_trial(api, namespace, study)
+    per_trial = pods_per_trial(api, namespace, study)
     assert set(per_trial.values()) <= {1}, f"a trial's pod ran twice: {per_trial}"
 
 

@@ -11,6 +11,7 @@ from kubernetes import client
 from tests.integration.operator_support import (
     OperatorProcess,
     create_study,
+    pods_per_trial,
     require_prometheus,
     synthetic_study,
     trials,
@@ -19,17 +20,6 @@ from tests.integration.operator_support import (
 )
 
 ALGORITHMS = ["grid", "random", "tpe", "bayesian", "cmaes", "qmc"]
-
-
-def _pods_per_trial(api: client.ApiClient, namespace: str, study: str) -> dict[str, int]:
-    pods = client.CoreV1Api(api).list_namespaced_pod(
-        namespace, label_selector=f"rheostat.dev/study={study},rheostat.dev/role=trial"
-    )
-    counts: dict[str, int] = {}
-    for pod in pods.items:
-        trial = pod.metadata.labels["rheostat.dev/trial"]
-        counts[trial] = counts.get(trial, 0) + 1
-    return counts
 
 
 def test_a_study_with_the_lr_range_test_runs_to_the_end(
@@ -101,7 +91,7 @@ def test_every_algorithm_on_the_cluster(
     found = trials(admin_api, namespace, name)
     assert len(found) == 3
     assert len({tuple(sorted(t["spec"]["params"].items())) for t in found}) == 3
-    assert set(_pods_per_trial(admin_api, namespace, name).values()) == {1}
+    assert set(pods_per_trial(admin_api, namespace, name).values()) == {1}
 
 
 def test_a_failing_trainer_fails_the_trial_and_then_the_study(
@@ -214,9 +204,7 @@ def test_operator_killed_mid_study_loses_nothing_and_repeats_nothing(
     assert len(counted) == 8
     assert all(t["status"]["state"] == "Complete" for t in counted)
     assert len({tuple(sorted(t["spec"]["params"].items())) for t in counted}) == 8
-    assert set(_pods_per_trial(admin_api, namespace, "restart").values()) == {1}, (
-        "a trial ran twice"
-    )
+    assert set(pods_per_trial(admin_api, namespace, "restart").values()) == {1}, "a trial ran twice"
 
 
 @pytest.mark.slow
