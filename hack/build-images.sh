@@ -8,8 +8,8 @@
 #   localhost/rheostat/trainer:dev           from ./trainer_image/Dockerfile
 #   localhost/rheostat/curl:dev              the chart's `helm test` image (hack/images/)
 #
-# and export them into one OCI layout folder that the test cluster's real node
-# imports into its containerd (tests/cluster/real_node.py).
+# and export them into one OCI layout folder (hack/oci_export.py) that the test
+# cluster's real node imports into its containerd (tests/cluster/real_node.py).
 #
 # Why this shape: no registry is reachable, so `FROM python:3.11-slim` is satisfied
 # by the BASE_IMAGE build argument and every build runs with --pull-never. torch
@@ -20,7 +20,8 @@
 # layout, hence --runtime runc.
 #
 # Idempotent: every step is skipped when its inputs are unchanged (base image: the
-# mmdebstrap arguments; the others: buildah's layer cache; exports: the image ID).
+# mmdebstrap arguments; the others: buildah's layer cache; the export: blobs the
+# layout has already).
 #
 # Environment:
 #   RHEOSTAT_CACHE          cache root (default ~/.cache/rheostat)
@@ -135,75 +136,26 @@ bud() {
 }
 
 # All images end up, uncompressed, in ONE OCI layout folder whose blobs are stored
-# once; the real node streams from it only the blobs its containerd lacks. buildah
-# re-reads and re-hashes every layer on each push (even one the destination has:
-# about 60 s per image for the 3 GB torch layer), so only images whose ID changed
-# are pushed, each to a folder of its own, then merged. (Pushing two in parallel
-# was slower on 2 cores: 133 s against 117 s.)
-needs_export() {
-  local name="$1" id="$2"
-  [[ -s "${IMAGE_DIR}/layout/index.json" &&
-    "$(cat "${IMAGE_DIR}/layout/${name}.id" 2>/dev/null)" == "${id}" ]] && return 1
-  return 0
-}
-
-export_image() {
-  local tag="$1" name="$2" id="$3"
-  local dir="${IMAGE_DIR}/push/${name}"
-  rm -rf "${dir}"
-  mkdir -p "${dir}"
-  timed "export ${tag}" buildah push --quiet --disable-compression "${tag}" "oci:${dir}:${name}"
-  echo "${id}" >"${dir}.id"
-}
-
-# Moves the pushed blobs into the shared layout, replaces each pushed name's index
-# entry, and deletes blobs no current manifest refers to (earlier builds).
-merge_and_prune() {
-  python3 - "${IMAGE_DIR}" <<'PY'
-import json
-import shutil
-import sys
-from pathlib import Path
-
-root = Path(sys.argv[1])
-layout = root / "layout"
-blobs = layout / "blobs" / "sha256"
-blobs.mkdir(parents=True, exist_ok=True)
-REF = "org.opencontainers.image.ref.name"
-index_path = layout / "index.json"
-index = json.loads(index_path.read_text()) if index_path.exists() else {
-    "schemaVersion": 2, "manifests": []}
-(layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-pushed = root / "push"
-for folder in sorted(p for p in pushed.glob("*") if p.is_dir()) if pushed.is_dir() else []:
-    name = folder.name
-    for blob in (folder / "blobs" / "sha256").iterdir():
-        target = blobs / blob.name
-        if not target.exists():
-            blob.rename(target)
-    new = json.loads((folder / "index.json").read_text())["manifests"]
-    index["manifests"] = [
-        d for d in index["manifests"] if d.get("annotations", {}).get(REF) != name
-    ] + [d for d in new if d.get("annotations", {}).get(REF) == name]
-    index_path.write_text(json.dumps(index))
-    (pushed / f"{name}.id").rename(layout / f"{name}.id")
-    shutil.rmtree(folder)
-index["manifests"] = [d for d in index["manifests"] if d.get("annotations", {}).get(REF)]
-index_path.write_text(json.dumps(index))
-keep = set()
-for desc in index["manifests"]:
-    keep.add(desc["digest"])
-    manifest = json.loads((blobs / desc["digest"].split(":")[1]).read_text())
-    keep.add(manifest["config"]["digest"])
-    keep.update(layer["digest"] for layer in manifest["layers"])
-freed = 0
-for blob in blobs.iterdir():
-    if f"sha256:{blob.name}" not in keep:
-        freed += blob.stat().st_size
-        blob.unlink()
-if freed:
-    print(f"[build-images] pruned {freed / 1e6:.0f} MB of old blobs", file=sys.stderr)
-PY
+# once; the real node streams from it only the blobs its containerd lacks. Not
+# `buildah push`: it re-reads and re-hashes every layer on each push, even one the
+# destination has (about 80 s per image for the torch layer, on every code change).
+# hack/oci_export.py writes only the layers the layout lacks, reassembled from
+# buildah's storage and checked against their digests, and prunes unused blobs.
+export_images() {
+  local graph driver pairs=() tag name
+  graph="$(buildah info --format '{{.store.GraphRoot}}')"
+  driver="$(buildah info --format '{{.store.GraphDriverName}}')"
+  if [[ "${driver}" != overlay ]]; then
+    log "ERROR: buildah's storage driver is ${driver}; the export needs overlay"
+    return 1
+  fi
+  for tag in "$@"; do
+    name="${tag#localhost/rheostat/}"
+    pairs+=("${name%%:*}=$(buildah inspect --type image --format '{{.FromImageID}}' "${tag}")")
+  done
+  # Leftovers of the earlier buildah-push export.
+  rm -rf "${IMAGE_DIR}/push" "${IMAGE_DIR}"/layout/*.id
+  python3 "${REPO_ROOT}/hack/oci_export.py" "${graph}" "${IMAGE_DIR}/layout" "${pairs[@]}"
 }
 
 main() {
@@ -220,16 +172,7 @@ main() {
   timed "operator" bud "${OPERATOR_TAG}" Dockerfile
   timed "trainer" bud "${TRAINER_TAG}" trainer_image/Dockerfile
   timed "curl" bud "${CURL_TAG}" hack/images/curl.Dockerfile
-  local tag name id
-  for tag in "${PAUSE_TAG}" "${OPERATOR_TAG}" "${TRAINER_TAG}" "${CURL_TAG}"; do
-    name="${tag#localhost/rheostat/}"
-    name="${name%%:*}"
-    id="$(buildah inspect --type image --format '{{.FromImageID}}' "${tag}")"
-    if needs_export "${name}" "${id}"; then
-      export_image "${tag}" "${name}" "${id}"
-    fi
-  done
-  merge_and_prune
+  timed "export" export_images "${PAUSE_TAG}" "${OPERATOR_TAG}" "${TRAINER_TAG}" "${CURL_TAG}"
   buildah images --format '{{.Name}}:{{.Tag}} {{.Size}}' | grep -E '^localhost/rheostat/' >&2 || true
   log "total $((SECONDS - start))s; OCI layout in ${IMAGE_DIR}/layout ($(du -sh "${IMAGE_DIR}/layout" | cut -f1))"
 }
