@@ -1,4 +1,5 @@
-"""The `rheostat` command: run | validate | crd | status | operator.
+"""The `rheostat` command: run | validate | crd | status | operator, and for a
+cluster study get | describe | plot | export (also `kubectl rheostat ...`).
 
 Exit codes: 0 success, 1 a study that ran and failed, 2 invalid input (nothing was
 run), 130 interrupted (the study can be resumed with the same command).
@@ -10,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 from rich.console import Console
@@ -56,7 +58,7 @@ def cmd_crd(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from rheostat.backends.local.plots import write_plots
-    from rheostat.backends.local.report import print_summary, write_results
+    from rheostat.backends.local.report import StudyResults, print_summary, write_results
     from rheostat.backends.local.runner import LocalRunError, LocalRunner, RunOptions
 
     err = Console(stderr=True, soft_wrap=True)
@@ -85,8 +87,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             err.print(f"{args.file}: {error}", markup=False, highlight=False)
             return EXIT_FAILED
         out = Console()
-        print_summary(engine, out)
-        paths = [*write_results(engine, workdir), *write_plots(engine, workdir)]
+        results = StudyResults.from_engine(engine)
+        print_summary(results, out)
+        paths = [*write_results(results, workdir), *write_plots(results, workdir)]
         out.print("Wrote " + ", ".join(str(p) for p in paths))
     return 0 if engine.phase == "Succeeded" else EXIT_FAILED
 
@@ -116,6 +119,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cluster(args: argparse.Namespace) -> int:
+    """get | describe | plot | export: a cluster study, shown as a local run is."""
+    from rheostat.backends.kubernetes import cluster_cli
+
+    return cluster_cli.run(args)
+
+
 def cmd_operator(args: argparse.Namespace) -> int:
     from rheostat.backends.kubernetes.main import run_operator
 
@@ -127,8 +137,48 @@ def cmd_operator(args: argparse.Namespace) -> int:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rheostat", description=__doc__.splitlines()[0])
+def _cluster_commands(commands: Any) -> None:
+    """The commands that read a study from the cluster the kubeconfig points at."""
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
+    )
+    where.add_argument("--context", help="kubeconfig context (default: the current one)")
+    where.add_argument("--namespace", "-n", help="namespace (default: the context's)")
+
+    get = commands.add_parser(
+        "get", parents=[where], help="list cluster studies, or show one's results table"
+    )
+    get.add_argument("study", nargs="?", help="a study's name; without it, list them all")
+    get.add_argument("--all-namespaces", "-A", action="store_true", help="list every namespace")
+    get.add_argument("--output", "-o", choices=["json", "yaml"], help="one study as results.json")
+    describe = commands.add_parser(
+        "describe", parents=[where], help="a cluster study: conditions, results, Events"
+    )
+    plot = commands.add_parser(
+        "plot", parents=[where], help="a cluster study's PNG plots (LR curve, history, curves)"
+    )
+    export = commands.add_parser(
+        "export",
+        parents=[where],
+        help="a cluster study's results.json/csv, or into an Optuna storage (--storage)",
+    )
+    export.add_argument(
+        "--storage", help="Optuna storage URL (e.g. sqlite:///study.db) for optuna-dashboard"
+    )
+    export.add_argument("--study-name", help="name of the study in --storage (default: its own)")
+    for command, writes in ((describe, False), (plot, True), (export, True)):
+        command.add_argument("study", help="the TuningStudy's name")
+        if writes:
+            command.add_argument(
+                "--output-dir", "-d", help="folder for the files (default: ./STUDY)"
+            )
+    for command in (get, describe, plot, export):
+        command.set_defaults(handler=cmd_cluster)
+
+
+def build_parser(prog: str = "rheostat") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run a study on this machine, trials as processes")
@@ -157,12 +207,18 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument("--liveness", default="http://0.0.0.0:8081/healthz", help="'' for none")
     operator.add_argument("--verbose", action="store_true")
     operator.set_defaults(handler=cmd_operator)
+    _cluster_commands(commands)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "rheostat") -> int:
+    args = build_parser(prog).parse_args(argv)
     return int(args.handler(args))
+
+
+def kubectl_main() -> int:
+    """`kubectl rheostat ...`: kubectl runs the `kubectl-rheostat` executable on PATH."""
+    return main(prog="kubectl rheostat")
 
 
 if __name__ == "__main__":

@@ -170,8 +170,9 @@ def study_crd() -> JsonSchema:
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Done", "type": "integer", "jsonPath": ".status.trials.finished"},
         {"name": "Total", "type": "integer", "jsonPath": ".spec.budget.maxTrials"},
-        {"name": "Best", "type": "number", "jsonPath": ".status.bestTrial.value"},
-        {"name": "LR", "type": "number", "jsonPath": ".status.lrRangeTest.suggestedLr"},
+        # Rounded by the operator (status.display): a number column prints all 17 digits.
+        {"name": "Best", "type": "string", "jsonPath": ".status.display.best"},
+        {"name": "LR", "type": "string", "jsonPath": ".status.display.lr"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
     schema = {

@@ -457,6 +457,7 @@ class _Pass:
         best = status.get("bestTrial")
         if best is not None:
             self.owner.metrics.best_value.labels(self.namespace, self.name).set(best["value"])
+        status["display"] = _display(status)
         for state in ("running", "complete", "pruned", "failed"):
             count = status["trials"][state]
             self.owner.metrics.finished_trials.labels(self.namespace, self.name, state).set(count)
@@ -532,6 +533,17 @@ def _lr_event(termination_message: str) -> LrRangeFinished:
     if curve is None:
         return LrRangeFinished(error="the LR range test wrote no curve to its termination message")
     return LrRangeFinished(lrs=curve[0], losses=curve[1])
+
+
+def _display(status: Mapping[str, Any]) -> dict[str, str]:
+    """Rounded strings for `kubectl get`'s columns, which print a float in full (17
+    digits); the exact values stay in `bestTrial.value` and `lrRangeTest.suggestedLr`."""
+    shown: dict[str, str] = {}
+    if status.get("bestTrial") is not None:
+        shown["best"] = f"{status['bestTrial']['value']:.4g}"
+    if "suggestedLr" in (status.get("lrRangeTest") or {}):
+        shown["lr"] = f"{status['lrRangeTest']['suggestedLr']:.3g}"
+    return shown
 
 
 def _params(record: TrialRecord) -> str:

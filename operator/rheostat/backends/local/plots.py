@@ -6,11 +6,15 @@
   best-so-far line.
 - intermediate.png: every trial's intermediate objective by step; pruned trials stop
   early, which is the point of pruning.
+
+They read :class:`StudyResults`, so a cluster study read back by `rheostat plot`
+gets the same pictures as a local run.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -18,10 +22,41 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from rheostat.engine import Engine
+from rheostat.backends.local.report import StudyResults
 from rheostat.lr_range import LrRangeResult
 
 STATE_COLOURS = {"complete": "tab:blue", "pruned": "tab:orange", "failed": "tab:red"}
+# Room around the LR curve's descent, as fractions of its height: a little below the
+# lowest point, more above the start so the turn into divergence shows.
+MARGIN_BELOW = 0.08
+MARGIN_ABOVE = 0.15
+
+
+def lr_axis_limits(
+    losses: Sequence[float], smoothed: Sequence[float]
+) -> tuple[float, float] | None:
+    """The loss axis of the LR plot: the whole descent, the divergence cut off.
+
+    The part that matters is the low end, where the suggestions sit: the axis
+    reaches below the lowest point of either curve (raw losses dip under the
+    smoothed one). The top is the highest smoothed loss before the minimum, i.e.
+    where training started; the blow-up after the minimum runs off the top instead
+    of squashing the interesting part into a line. None when nothing is finite.
+    """
+    finite = [v for v in (*losses, *smoothed) if math.isfinite(v)]
+    descent = [v for v in smoothed if math.isfinite(v)]
+    if not finite:
+        return None
+    low = min(finite)
+    if descent:
+        turn = descent.index(min(descent))
+        high = max(descent[: turn + 1])
+    else:
+        high = max(finite)
+    span = high - low
+    if span <= 0:
+        span = abs(high) or 1.0
+    return low - MARGIN_BELOW * span, high + MARGIN_ABOVE * span
 
 
 def plot_lr_range(result: LrRangeResult, path: Path, narrowed: tuple[float, float] | None) -> Path:
@@ -42,10 +77,9 @@ def plot_lr_range(result: LrRangeResult, path: Path, narrowed: tuple[float, floa
             narrowed[0], narrowed[1], color="tab:green", alpha=0.12, label="narrowed range"
         )
     axes.set_xscale("log")
-    finite = [v for v in result.smoothed if math.isfinite(v)]
-    if finite:
-        low = min(finite)
-        axes.set_ylim(bottom=low - 0.05 * abs(low), top=max(result.smoothed[0] * 1.5, low + 1e-9))
+    limits = lr_axis_limits(result.losses, result.smoothed)
+    if limits is not None:
+        axes.set_ylim(*limits)
     axes.set_xlabel("learning rate")
     axes.set_ylabel("training loss")
     axes.set_title("LR range test")
@@ -56,10 +90,10 @@ def plot_lr_range(result: LrRangeResult, path: Path, narrowed: tuple[float, floa
     return path
 
 
-def plot_history(engine: Engine, path: Path) -> Path:
-    metric = engine.spec.objective.metric
-    maximize = engine.spec.objective.direction == "maximize"
-    trials = [t for t in engine.trials() if t.state != "running"]
+def plot_history(results: StudyResults, path: Path) -> Path:
+    metric = results.spec.objective.metric
+    maximize = results.spec.objective.direction == "maximize"
+    trials = [t for t in results.trials if t.state != "running"]
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for state, colour in STATE_COLOURS.items():
         points = [
@@ -87,7 +121,7 @@ def plot_history(engine: Engine, path: Path) -> Path:
         axes.step(best_x, best_y, where="post", color="tab:green", linewidth=2, label="best so far")
     axes.set_xlabel("trial")
     axes.set_ylabel(metric)
-    axes.set_title(f"Optimisation history ({engine.spec.algorithm.name})")
+    axes.set_title(f"Optimisation history ({results.spec.algorithm.name})")
     axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -95,9 +129,9 @@ def plot_history(engine: Engine, path: Path) -> Path:
     return path
 
 
-def plot_intermediate(engine: Engine, path: Path) -> Path:
+def plot_intermediate(results: StudyResults, path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for trial in engine.trials():
+    for trial in results.trials:
         if not trial.intermediate:
             continue
         steps = sorted(trial.intermediate)
@@ -110,7 +144,7 @@ def plot_intermediate(engine: Engine, path: Path) -> Path:
             markersize=3,
         )
     axes.set_xlabel("step")
-    axes.set_ylabel(engine.spec.objective.metric)
+    axes.set_ylabel(results.spec.objective.metric)
     axes.set_title("Intermediate values (orange: pruned)")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -122,18 +156,13 @@ def _last(values: dict[int, float]) -> float | None:
     return values[max(values)] if values else None
 
 
-def write_plots(engine: Engine, workdir: Path) -> list[Path]:
+def write_plots(results: StudyResults, workdir: Path) -> list[Path]:
     """Every plot that has data to show."""
-    written = [plot_history(engine, workdir / "history.png")]
-    if any(t.intermediate for t in engine.trials()):
-        written.append(plot_intermediate(engine, workdir / "intermediate.png"))
-    if engine.lr_result is not None:
-        narrowed = engine.status()["lrRangeTest"].get("narrowedTo")
+    written = [plot_history(results, workdir / "history.png")]
+    if any(t.intermediate for t in results.trials):
+        written.append(plot_intermediate(results, workdir / "intermediate.png"))
+    if results.lr_result is not None:
         written.append(
-            plot_lr_range(
-                engine.lr_result,
-                workdir / "lr_range_test.png",
-                tuple(narrowed) if narrowed else None,
-            )
+            plot_lr_range(results.lr_result, workdir / "lr_range_test.png", results.narrowed())
         )
     return written

@@ -1,33 +1,84 @@
-"""What a finished local study leaves behind: a table, results.json, results.csv.
+"""What a finished study leaves behind: a table, results.json, results.csv.
 
 results.json is the machine-readable record (status, every trial, the LR range
 test's curve); results.csv is for a spreadsheet; the table is for the terminal.
+Everything here reads :class:`StudyResults`, not the engine, so a study read back
+from a cluster (`rheostat get|describe|export`) is shown and written exactly as a
+local run is: one rendering, two sources.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from rheostat import ledger
 from rheostat.backends.local.progress import format_params
 from rheostat.engine import Engine, TrialView
+from rheostat.lr_range import LrRangeResult
+from rheostat.spec import StudySpec
 
 # Beyond this many trials the table shows the best ones only; the files hold all.
 TABLE_ROWS = 25
 
 
-def results_document(engine: Engine) -> dict[str, Any]:
+@dataclass(frozen=True)
+class StudyResults:
+    """A study's outcome as every report reads it, whichever backend ran the study.
+
+    `status` has the shape of :meth:`Engine.status` (phase, trial counts, best
+    trial, the LR range test's summary, a failure reason); `trials` are the trials
+    a user counts; `lr_result` is the analysed LR curve, if the test produced one.
+    """
+
+    name: str
+    spec: StudySpec
+    status: dict[str, Any]
+    trials: list[TrialView]
+    lr_result: LrRangeResult | None = None
+
+    @classmethod
+    def from_engine(cls, engine: Engine) -> StudyResults:
+        """A local run's results, straight from the engine that ran it."""
+        return cls(
+            name=engine.study.study_name,
+            spec=engine.spec,
+            status=engine.status(),
+            trials=engine.trials(),
+            lr_result=engine.lr_result,
+        )
+
+    @property
+    def phase(self) -> str:
+        return str(self.status["phase"])
+
+    @property
+    def failure_reason(self) -> str | None:
+        reason = self.status.get("reason")
+        return None if reason is None else str(reason)
+
+    def best(self) -> TrialView | None:
+        return ledger.best(self.trials, self.spec.objective.direction)
+
+    def narrowed(self) -> tuple[float, float] | None:
+        """The LR range the study searched after the test narrowed it, if it did."""
+        bounds = (self.status.get("lrRangeTest") or {}).get("narrowedTo")
+        return (float(bounds[0]), float(bounds[1])) if bounds else None
+
+
+def results_document(results: StudyResults) -> dict[str, Any]:
     """Everything a user may want to read back, as JSON-friendly data."""
     document: dict[str, Any] = {
-        "study": engine.study.study_name,
-        "objective": engine.spec.objective.model_dump(by_alias=True),
-        "algorithm": engine.spec.algorithm.name,
-        "status": engine.status(),
+        "study": results.name,
+        "objective": results.spec.objective.model_dump(by_alias=True),
+        "algorithm": results.spec.algorithm.name,
+        "status": results.status,
         "trials": [
             {
                 "number": t.number,
@@ -38,26 +89,26 @@ def results_document(engine: Engine) -> dict[str, Any]:
                 "reason": t.reason,
                 "intermediate": {str(k): v for k, v in sorted(t.intermediate.items())},
             }
-            for t in engine.trials()
+            for t in results.trials
         ],
     }
-    if engine.lr_result is not None:
-        document["lrRangeTest"] = engine.lr_result.to_dict()
+    if results.lr_result is not None:
+        document["lrRangeTest"] = results.lr_result.to_dict()
     return document
 
 
-def write_results(engine: Engine, workdir: Path) -> tuple[Path, Path]:
+def write_results(results: StudyResults, workdir: Path) -> tuple[Path, Path]:
     """Write results.json and results.csv into the work folder."""
     json_path = workdir / "results.json"
-    json_path.write_text(json.dumps(results_document(engine), indent=2) + "\n", encoding="utf-8")
+    json_path.write_text(json.dumps(results_document(results), indent=2) + "\n", encoding="utf-8")
     csv_path = workdir / "results.csv"
-    names = [p.name for p in engine.spec.parameters]
+    names = [p.name for p in results.spec.parameters]
     with csv_path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(
-            ["number", "state", engine.spec.objective.metric, *names, "seconds", "reason"]
+            ["number", "state", results.spec.objective.metric, *names, "seconds", "reason"]
         )
-        for trial in engine.trials():
+        for trial in results.trials:
             writer.writerow(
                 [
                     trial.number,
@@ -71,24 +122,24 @@ def write_results(engine: Engine, workdir: Path) -> tuple[Path, Path]:
     return json_path, csv_path
 
 
-def _rows(engine: Engine) -> list[TrialView]:
-    trials = [t for t in engine.trials() if t.state != "running"]
+def _rows(results: StudyResults) -> list[TrialView]:
+    trials = [t for t in results.trials if t.state != "running"]
     if len(trials) <= TABLE_ROWS:
         return trials
     scored = [t for t in trials if t.state == "complete" and t.value is not None]
-    reverse = engine.spec.objective.direction == "maximize"
+    reverse = results.spec.objective.direction == "maximize"
     scored.sort(key=lambda t: t.value if t.value is not None else 0.0, reverse=reverse)
     return sorted(scored[:TABLE_ROWS], key=lambda t: t.number)
 
 
-def print_summary(engine: Engine, console: Console) -> None:
+def print_summary(results: StudyResults, console: Console) -> None:
     """The results table, the best parameters and the LR range test's verdict."""
-    metric = engine.spec.objective.metric
-    best = engine.best()
-    rows = _rows(engine)
-    title = f"{engine.study.study_name}: {engine.spec.algorithm.name}"
-    if len(rows) < len(engine.trials()):
-        title += f" (best {len(rows)} of {len(engine.trials())})"
+    metric = results.spec.objective.metric
+    best = results.best()
+    rows = _rows(results)
+    title = f"{results.name}: {results.spec.algorithm.name}"
+    if len(rows) < len(results.trials):
+        title += f" (best {len(rows)} of {len(results.trials)})"
     table = Table(title=title)
     for column in ("#", "state", metric, "parameters", "seconds"):
         table.add_column(column, justify="right" if column in {"#", metric, "seconds"} else "left")
@@ -103,12 +154,13 @@ def print_summary(engine: Engine, console: Console) -> None:
             style=style,
         )
     console.print(table)
-    counts = engine.counts()
+    counts = results.status["trials"]
+    reason = results.failure_reason
     console.print(
-        f"{engine.phase}: {counts.complete} complete, {counts.pruned} pruned, "
-        f"{counts.failed} failed" + (f" — {engine.failure_reason}" if engine.failure_reason else "")
+        f"{results.phase}: {counts['complete']} complete, {counts['pruned']} pruned, "
+        f"{counts['failed']} failed" + (f" — {reason}" if reason else "")
     )
-    status = engine.status()
+    status = results.status
     if "lrRangeTest" in status:
         lr = status["lrRangeTest"]
         if "error" in lr:

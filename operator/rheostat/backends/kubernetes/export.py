@@ -1,0 +1,68 @@
+"""Write a cluster study into an Optuna storage, for optuna-dashboard and friends.
+
+The TuningTrials are the study's records; replaying them into an Optuna study is
+what the operator does after a restart (`Engine.rebuild`), here into a storage a
+user names (`sqlite:///study.db`, a PostgreSQL URL). The result has the shape of a
+local run's `study.db`: the same trial numbers (a skipped duplicate proposal is a
+FAIL placeholder there too), parameters with their distributions, values,
+intermediate values, states and Rheostat's bookkeeping in user attributes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from datetime import datetime
+
+import optuna
+from optuna.exceptions import ExperimentalWarning
+
+from rheostat import ledger, lr_phase
+from rheostat.backends.kubernetes.read import ClusterStudy
+from rheostat.space import build_space
+
+ATTR_NAMESPACE = "rheostat:namespace"
+
+
+def export_to_storage(
+    study: ClusterStudy, storage: str | optuna.storages.BaseStorage, name: str | None = None
+) -> optuna.Study:
+    """Write `study` into `storage` (a URL or a storage object) as Optuna study `name`
+    (default: the study's own name).
+
+    An earlier export of the same name is replaced: an export is a snapshot, and
+    re-running it after more trials finished must not leave two copies.
+    """
+    spec = study.spec
+    results = study.results()
+    override = lr_phase.override(spec, results.lr_result) if results.lr_result else None
+    space = build_space(spec.parameters, override, grid=spec.algorithm.name == "grid")
+    name = name or results.name
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with contextlib.suppress(KeyError):  # KeyError: nothing exported under this name yet
+        optuna.delete_study(study_name=name, storage=storage)
+    target = optuna.create_study(
+        storage=storage, study_name=name, direction=spec.objective.direction
+    )
+    with warnings.catch_warnings():
+        # Naming the objective is "experimental" in Optuna, and shown by the dashboard.
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        target.set_metric_names([spec.objective.metric])
+    target.set_user_attr(ATTR_NAMESPACE, str(study.body["metadata"].get("namespace", "")))
+    if results.lr_result is not None:
+        target.set_user_attr(ledger.ATTR_LR_RANGE, results.lr_result.to_dict())
+    by_number = {r.number: r for r in study.records()}
+    times = {int(t["spec"]["number"]): t.get("status") or {} for t in study.trials}
+    for number in range(max(by_number, default=-1) + 1):
+        record = by_number.get(number)
+        if record is None:
+            target.add_trial(ledger.placeholder())
+            continue
+        trial = ledger.frozen(record, space)
+        started, finished = times[number].get("startedAt"), times[number].get("finishedAt")
+        if started:
+            trial.datetime_start = datetime.fromtimestamp(float(started))
+        if finished and record.state != "running":
+            trial.datetime_complete = datetime.fromtimestamp(float(finished))
+        target.add_trial(trial)
+    return target
