@@ -119,6 +119,7 @@ def _check_listings(status: dict[str, Any], namespace: str, where: list[str], cw
     """`get`, `kubectl rheostat get -A` and kubectl's own printer columns."""
     best = status["bestTrial"]["value"]
     listing = _ok(_rheostat("get", *where, cwd=cwd)).splitlines()
+    print("\n".join(listing))
     assert listing[0].split() == ["NAME", "PHASE", "DONE", "TOTAL", "BEST", "LR", "AGE"]
     assert listing[1].split()[:5] == ["clisyn", "Succeeded", "5", "5", f"{best:.4g}"]
     # Through kubectl's plugin mechanism: the kubeconfig comes from $KUBECONFIG,
@@ -127,6 +128,7 @@ def _check_listings(status: dict[str, Any], namespace: str, where: list[str], cw
     assert any(line.split()[:2] == [namespace, "clisyn"] for line in plugin.splitlines())
     # kubectl's own BEST and LR columns: the operator's rounded display values.
     columns = _ok(_kubectl("get", "tstudy", "clisyn", "-n", namespace)).splitlines()
+    print("\n".join(columns))
     shown = dict(zip(columns[0].split(), columns[1].split(), strict=True))
     assert shown["BEST"] == f"{best:.4g}"
     assert shown["LR"] == f"{status['lrRangeTest']['suggestedLr']:.3g}"
@@ -135,6 +137,7 @@ def _check_listings(status: dict[str, Any], namespace: str, where: list[str], cw
 def _check_describe(status: dict[str, Any], where: list[str], cwd: Path) -> None:
     """`describe`: the local run's table, plus conditions and Events."""
     text = _ok(_rheostat("describe", "clisyn", *where, cwd=cwd))
+    print(text)
     best = status["bestTrial"]
     assert "clisyn: tpe" in text
     assert f"Best trial #{best['number']}: loss={best['value']:.5g}" in text

@@ -70,7 +70,18 @@ def study_spec(body: Mapping[str, Any]) -> StudySpec:
         raise ReadError(f"study {body['metadata']['name']} has an invalid spec: {error}") from None
 
 
-def trial_view(trial: Mapping[str, Any]) -> TrialView | None:
+def in_spec_order(params: Mapping[str, Any], spec: StudySpec) -> dict[str, Any]:
+    """Parameters in the order the spec lists them, as a local run shows them.
+
+    The API server hands objects back with their keys sorted, which would reorder
+    every parameter list against the local table.
+    """
+    names = [p.name for p in spec.parameters]
+    ordered = {n: params[n] for n in names if n in params}
+    return {**ordered, **{k: v for k, v in params.items() if k not in ordered}}
+
+
+def trial_view(trial: Mapping[str, Any], spec: StudySpec) -> TrialView | None:
     """A TuningTrial as a user counts it; None for retried attempts and duplicates."""
     record = record_from_trial(trial)
     if record.kind != "counted":
@@ -81,7 +92,7 @@ def trial_view(trial: Mapping[str, Any]) -> TrialView | None:
     return TrialView(
         number=record.number,
         state=record.state,
-        params=dict(record.params),
+        params=in_spec_order(record.params, spec),
         value=record.value if record.state in {"complete", "pruned"} else None,
         reason=record.reason,
         intermediate=dict(record.intermediate),
@@ -98,10 +109,15 @@ def study_results(body: Mapping[str, Any], trials: Sequence[Mapping[str, Any]]) 
     """
     spec = study_spec(body)
     views = sorted(
-        (v for v in (trial_view(t) for t in trials) if v is not None), key=lambda v: v.number
+        (v for v in (trial_view(t, spec) for t in trials) if v is not None),
+        key=lambda v: v.number,
     )
     stored = dict(body.get("status") or {})
     status: dict[str, Any] = {k: stored[k] for k in ENGINE_STATUS_KEYS if k in stored}
+    if isinstance(status.get("bestTrial"), Mapping):
+        best = dict(status["bestTrial"])
+        best["params"] = in_spec_order(best.get("params") or {}, spec)
+        status["bestTrial"] = best
     status.setdefault("phase", "Pending")
     if "trials" not in status:  # not reconciled yet: count what exists
         tally = {s: sum(1 for v in views if v.state == s) for s in COUNTED_STATES}
