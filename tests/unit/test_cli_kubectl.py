@@ -51,3 +51,12 @@ def test_a_missing_kubeconfig_is_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert err.startswith("error: no usable kubeconfig")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_kubectl_columns_show_the_operators_rounded_values() -> None:
+    """A number column prints a float in full (17 digits); the display strings don't."""
+    from rheostat.crd import study_crd
+
+    columns = {c["name"]: c for c in study_crd()["spec"]["versions"][0]["additionalPrinterColumns"]}
+    assert columns["Best"] == {"name": "Best", "type": "string", "jsonPath": ".status.display.best"}
+    assert columns["LR"] == {"name": "LR", "type": "string", "jsonPath": ".status.display.lr"}
