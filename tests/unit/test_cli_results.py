@@ -18,7 +18,7 @@ import pytest
 from rich.console import Console
 
 from rheostat import lr_phase
-from rheostat.backends.kubernetes.export import export_to_storage
+from rheostat.backends.kubernetes.export import StorageError, export_to_storage
 from rheostat.backends.kubernetes.manifests import trial_object
 from rheostat.backends.kubernetes.present import best_text, study_lines
 from rheostat.backends.kubernetes.read import ClusterStudy, StudyRow, study_results
@@ -170,3 +170,9 @@ def test_export_replays_every_trial_into_an_optuna_storage() -> None:
     assert (completed - started).total_seconds() == 0.0
     assert exported.best_trial.number == 5
     assert "rheostat:lrRangeTest" in exported.user_attrs
+
+
+def test_a_storage_that_cannot_be_opened_is_one_clear_error() -> None:
+    _, _, study = _both()
+    with pytest.raises(StorageError, match="cannot write to the storage notaurl: Could not parse"):
+        export_to_storage(study, "notaurl")

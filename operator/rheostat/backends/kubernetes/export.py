@@ -16,12 +16,17 @@ from datetime import datetime
 
 import optuna
 from optuna.exceptions import ExperimentalWarning
+from sqlalchemy.exc import SQLAlchemyError
 
 from rheostat import ledger, lr_phase
-from rheostat.backends.kubernetes.read import ClusterStudy
+from rheostat.backends.kubernetes.read import ClusterStudy, ReadError
 from rheostat.space import build_space
 
 ATTR_NAMESPACE = "rheostat:namespace"
+
+
+class StorageError(ReadError):
+    """The storage named cannot be written; the message says why, in one line."""
 
 
 def export_to_storage(
@@ -39,11 +44,15 @@ def export_to_storage(
     space = build_space(spec.parameters, override, grid=spec.algorithm.name == "grid")
     name = name or results.name
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with contextlib.suppress(KeyError):  # KeyError: nothing exported under this name yet
-        optuna.delete_study(study_name=name, storage=storage)
-    target = optuna.create_study(
-        storage=storage, study_name=name, direction=spec.objective.direction
-    )
+    try:
+        with contextlib.suppress(KeyError):  # KeyError: nothing exported under this name yet
+            optuna.delete_study(study_name=name, storage=storage)
+        target = optuna.create_study(
+            storage=storage, study_name=name, direction=spec.objective.direction
+        )
+    except SQLAlchemyError as error:  # a URL it cannot parse, a file it cannot open
+        reason = str(error).splitlines()[0]
+        raise StorageError(f"cannot write to the storage {storage}: {reason}") from None
     with warnings.catch_warnings():
         # Naming the objective is "experimental" in Optuna, and shown by the dashboard.
         warnings.simplefilter("ignore", ExperimentalWarning)
