@@ -11,6 +11,7 @@ import dataclasses
 import io
 import json
 import math
+from datetime import UTC, datetime
 from typing import Any
 
 import optuna
@@ -21,7 +22,7 @@ from rheostat import lr_phase
 from rheostat.backends.kubernetes.export import StorageError, export_to_storage
 from rheostat.backends.kubernetes.manifests import trial_object
 from rheostat.backends.kubernetes.present import best_text, study_lines
-from rheostat.backends.kubernetes.read import ClusterStudy, StudyRow, study_results
+from rheostat.backends.kubernetes.read import ClusterStudy, StudyRow, age, study_results
 from rheostat.backends.local.report import StudyResults, print_summary, results_document
 from rheostat.engine import Engine, TrialRecord
 from rheostat.spec import StudySpec, study_from_mapping
@@ -176,3 +177,16 @@ def test_a_storage_that_cannot_be_opened_is_one_clear_error() -> None:
     _, _, study = _both()
     with pytest.raises(StorageError, match="cannot write to the storage notaurl: Could not parse"):
         export_to_storage(study, "notaurl")
+
+
+def test_age_reads_like_kubectls() -> None:
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    at = created.timestamp()
+    assert [age(created, at + s) for s in (-5, 45, 190, 3 * 3600, 5 * 86400)] == [
+        "0s",
+        "45s",
+        "3m10s",
+        "3h",
+        "5d",
+    ]
+    assert age(None) == "<unknown>"
