@@ -1,10 +1,12 @@
 """The framework integrations with a real (tiny) model, through `rheostat run`.
 
 Each study is the committed example (examples/lightning.yaml,
-examples/pytorch-loop.yaml) with a smaller budget, run one trial at a time with a
-seeded random sampler so that the same trials are pruned on every run: the LR
-range test goes through the integration's entry point, trials report every
-epoch, and a pruned trial's process stops early and still writes its result.
+examples/pytorch-loop.yaml, examples/transformers.yaml) with a smaller budget, run
+one trial at a time with a seeded random sampler and successive halving, so that
+the same trials are pruned on every run (each later trial that is not the best
+so far at its first epoch is pruned there). The LR range test goes through the
+integration's entry point, trials report every epoch, and a pruned trial's
+process stops early and still writes its result.
 """
 
 from __future__ import annotations
@@ -29,11 +31,16 @@ def _message(tmp_path: Path, number: int) -> dict[str, Any]:
     return data
 
 
-@pytest.mark.parametrize("example", ["lightning", "pytorch-loop"])
+@pytest.mark.parametrize("example", ["lightning", "pytorch-loop", "transformers"])
 def test_integration_reports_prunes_and_finishes(example: str, tmp_path: Path) -> None:
     document = shrink(load_example(example), max_trials=TRIALS, epochs=EPOCHS, parallelism=1)
     document["spec"]["algorithm"] = {"name": "random", "seed": 3}
     document["spec"]["metrics"]["scrapeInterval"] = 0.1
+    document["spec"]["earlyStopping"] = {
+        "pruner": "successive-halving",
+        "settings": {"min_resource": 1, "reduction_factor": 3},
+    }
+    objective = document["spec"]["objective"]["metric"]  # accuracy, or eval_accuracy
     results = run_study(document, tmp_path)
     status = results["status"]
     assert status["phase"] == "Succeeded"
@@ -56,7 +63,7 @@ def test_integration_reports_prunes_and_finishes(example: str, tmp_path: Path) -
         assert trial["intermediate"], f"trial {trial['number']} reported nothing"
         message = _message(tmp_path, trial["number"])
         assert message["step"] == EPOCHS - 1
-        assert message["metrics"]["accuracy"] == pytest.approx(trial["value"])
+        assert message["metrics"][objective] == pytest.approx(trial["value"])
 
     assert pruned, "no trial was pruned"
     stopped = [_message(tmp_path, t["number"])["step"] for t in pruned]

@@ -17,7 +17,15 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yam
 
 def test_the_examples_are_found() -> None:
     names = {path.stem for path in EXAMPLES}
-    assert {"bayesian", "grid", "hyperband", "gpu", "lightning", "pytorch-loop"} <= names
+    assert {
+        "bayesian",
+        "grid",
+        "hyperband",
+        "gpu",
+        "lightning",
+        "pytorch-loop",
+        "transformers",
+    } <= names
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)

@@ -241,3 +241,88 @@ def test_callback_reports_each_validation_epoch_and_finishes(contract_env: Path)
     assert message["metrics"]["epoch_seen"] == 2.0
     assert message["metrics"]["loss"] == pytest.approx(float(trainer.callback_metrics["loss"]))
     assert metrics.REGISTRY.get_sample_value("rheostat_trial_step") == 2
+
+
+# ------------------------------------------------------------------ transformers
+
+
+class DictRegression(nn.Module):
+    """A transformers-style model: ``forward(x, labels)`` -> ``{"loss", "logits"}``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Linear(4, 1)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.net(x)
+        return {"loss": nn.functional.mse_loss(out, labels), "logits": out}
+
+
+class DictData(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
+    def __init__(self) -> None:
+        self.x, self.y = _data().tensors
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"x": self.x[index], "labels": self.y[index]}
+
+
+def _hf_trainer(tmp_path: Path, callback: Any) -> Any:
+    from transformers import Trainer, TrainingArguments
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        num_train_epochs=3,
+        learning_rate=0.05,
+        per_device_train_batch_size=16,
+        eval_strategy="epoch",
+        save_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=True,
+        dataloader_pin_memory=False,
+    )
+    return Trainer(
+        model=DictRegression(),
+        args=args,
+        train_dataset=DictData(),
+        eval_dataset=DictData(),
+        callbacks=[callback] if callback is not None else [],
+    )
+
+
+def test_transformers_callback_reports_each_evaluation_and_finishes(
+    tmp_path: Path, contract_env: Path
+) -> None:
+    from rheostat_trainer.integrations.transformers import RheostatCallback as HFCallback
+
+    torch.manual_seed(0)
+    callback = HFCallback()
+    trainer = _hf_trainer(tmp_path, callback)
+    trainer.train()
+
+    assert callback.finished
+    message = json.loads(contract_env.read_text())
+    assert message["step"] == 2  # the third epoch, 0-based like Lightning's
+    assert set(message["metrics"]) == {"eval_loss"}  # runtimes and throughputs left out
+    assert message["metrics"]["eval_loss"] == pytest.approx(trainer.evaluate()["eval_loss"])
+    with pytest.raises(ValueError, match="'epoch' or 'global_step'"):
+        HFCallback(step="batch")
+
+
+def test_transformers_lr_range_test_uses_the_trainers_optimizer_and_loss(
+    tmp_path: Path, contract_env: Path
+) -> None:
+    from rheostat_trainer.integrations.transformers import lr_range_test as hf_lr_range_test
+
+    torch.manual_seed(0)
+    trainer = _hf_trainer(tmp_path, None)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    lrs, losses = hf_lr_range_test(trainer, min_lr=1e-4, max_lr=100.0, steps=60)
+    assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+    assert 10 < len(lrs) < 60, "lr = 100 diverges on this problem before the sweep ends"
+    assert losses[-1] > min(losses)
+    assert len(json.loads(contract_env.read_text())["lrRangeTest"]["lrs"]) == len(lrs)

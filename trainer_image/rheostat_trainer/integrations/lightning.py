@@ -20,15 +20,14 @@ Needs the ``lightning`` extra.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch import nn
 
 from rheostat_trainer._stop import should_stop
-from rheostat_trainer.lr_finder import lr_range_test as _sdk_lr_range_test
+from rheostat_trainer.integrations._sweep import sweep_step_loss
 from rheostat_trainer.metrics import finish, report
 
 __all__ = ["RheostatCallback", "lr_range_test"]
@@ -111,24 +110,14 @@ class RheostatCallback(pl.Callback):
             finish()
 
 
-class _TrainingStep(nn.Module):
-    """The module's ``training_step`` as a model whose output is the loss.
+def _training_step(module: pl.LightningModule) -> Callable[[Any, int], torch.Tensor]:
+    """The module's ``training_step`` as a function of a batch that returns the loss."""
 
-    The SDK's sweep calls ``loss_fn(model(inputs), targets)``; with the batch as
-    the input and this as the model, one step is exactly the module's own step.
-    """
-
-    def __init__(self, module: pl.LightningModule) -> None:
-        super().__init__()
-        self.module = module
-        self.calls = 0
-
-    def forward(self, batch: Any) -> torch.Tensor:
+    def step(batch: Any, index: int) -> torch.Tensor:
         with warnings.catch_warnings():
             # No Trainer is attached during the sweep: self.log() has nowhere to go.
             warnings.filterwarnings("ignore", message=r".*self\.log\(\)")
-            output = self.module.training_step(batch, self.calls)
-        self.calls += 1
+            output = module.training_step(batch, index)
         if isinstance(output, Mapping):
             output = output.get("loss")
         if not isinstance(output, torch.Tensor):
@@ -138,9 +127,7 @@ class _TrainingStep(nn.Module):
             )
         return output
 
-
-def _loss(output: torch.Tensor, _target: None) -> torch.Tensor:
-    return output
+    return step
 
 
 def _first_optimizer(configured: Any) -> torch.optim.Optimizer:
@@ -154,16 +141,6 @@ def _first_optimizer(configured: Any) -> torch.optim.Optimizer:
     raise TypeError(
         f"lr_range_test: configure_optimizers returned no optimizer ({type(configured).__name__})"
     )
-
-
-class _AsPairs:
-    """``(batch, None)`` for each batch, re-iterable when the batches are (a DataLoader)."""
-
-    def __init__(self, batches: Iterable[Any]) -> None:
-        self.batches = batches
-
-    def __iter__(self) -> Iterator[tuple[Any, None]]:
-        return ((batch, None) for batch in self.batches)
 
 
 def _train_batches(
@@ -206,9 +183,4 @@ def lr_range_test(
     module.to(target)
     optimizer = _first_optimizer(module.configure_optimizers())
     source = batches if batches is not None else _train_batches(module, datamodule)
-    pairs: Iterable[tuple[Any, None]]
-    # A one-shot iterator stays one (the sweep replays what it gave); a DataLoader is re-read.
-    pairs = ((b, None) for b in source) if isinstance(source, Iterator) else _AsPairs(source)
-    return _sdk_lr_range_test(
-        _TrainingStep(module), optimizer, _loss, pairs, device=target, **sweep
-    )
+    return sweep_step_loss(module, _training_step(module), optimizer, source, target, **sweep)
