@@ -1,10 +1,12 @@
-"""A real Prometheus server that discovers the test cluster's pods.
+"""A real Prometheus server that discovers the test cluster's pods and Services.
 
 The scrape configuration is the one a cluster's Prometheus would use for Rheostat:
 pod service discovery through the apiserver, keep pods annotated
 ``prometheus.io/scrape: "true"``, scrape ``podIP:prometheus.io/port``, and turn the
 ``rheostat.dev/*`` pod labels into ``study``/``trial``/``role`` target labels (see
-docs/contracts.md). The 1 s interval keeps metric-driven tests short.
+docs/contracts.md). A second job scrapes the endpoints of Services annotated the
+same way (the chart's metrics Service). The 1 s interval keeps metric-driven tests
+short.
 """
 
 from __future__ import annotations
@@ -74,7 +76,63 @@ def scrape_config(endpoint: ApiEndpoint) -> dict[str, Any]:
                     {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
                     {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
                 ],
+            },
+            _service_endpoints_job(endpoint),
+        ],
+    }
+
+
+def _service_endpoints_job(endpoint: ApiEndpoint) -> dict[str, Any]:
+    """Scrape the pods behind Services annotated ``prometheus.io/scrape: "true"``.
+
+    What a cluster Prometheus does for a chart's metrics Service (the Helm chart's
+    ``metrics.service.annotations``), found through EndpointSlices: each ready
+    endpoint is a target labelled with its Service. ``honor_labels`` keeps the
+    operator's own ``namespace`` label (the study's) instead of renaming it, as the
+    chart's values.yaml asks of such a job. No Service of the integration tests
+    carries the annotation, so they see only the pod job's targets.
+    """
+    return {
+        "job_name": "kubernetes-service-endpoints",
+        "honor_labels": True,
+        "kubernetes_sd_configs": [
+            {
+                "role": "endpointslice",
+                "api_server": endpoint.server,
+                "authorization": {"credentials_file": str(endpoint.token_file)},
+                "tls_config": {"ca_file": str(endpoint.ca_file)},
             }
+        ],
+        "relabel_configs": [
+            {
+                "source_labels": ["__meta_kubernetes_service_annotation_prometheus_io_scrape"],
+                "regex": "true",
+                "action": "keep",
+            },
+            {
+                "source_labels": ["__meta_kubernetes_endpointslice_endpoint_conditions_ready"],
+                "regex": "true",
+                "action": "keep",
+            },
+            {
+                "source_labels": [
+                    "__address__",
+                    "__meta_kubernetes_service_annotation_prometheus_io_port",
+                ],
+                "regex": r"([^:]+)(?::\d+)?;(\d+)",
+                "replacement": "$1:$2",
+                "target_label": "__address__",
+                "action": "replace",
+            },
+            {
+                "source_labels": ["__meta_kubernetes_service_annotation_prometheus_io_path"],
+                "regex": "(.+)",
+                "target_label": "__metrics_path__",
+                "action": "replace",
+            },
+            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+            {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"},
+            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
         ],
     }
 

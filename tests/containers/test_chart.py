@@ -10,7 +10,6 @@ from the kubelet.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,48 +19,34 @@ import pytest
 from kubernetes import client
 
 from tests.cluster.polling import wait_for
-from tests.containers.conftest import CURL_IMAGE, OPERATOR_IMAGE, TRAINER_IMAGE, RealCluster
+from tests.containers.chart import (
+    GROUP,
+    RELEASE,
+    RESTRICTED,
+    VERSION,
+    helm_apply,
+    operator_pods,
+    pods_per_trial,
+    prometheus,
+    run,
+    trial_study,
+    trials,
+    wait_finished,
+)
+from tests.containers.conftest import TRAINER_IMAGE, RealCluster
 from tests.studies import synthetic_study
-
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "rheostat"
-GROUP, VERSION = "rheostat.dev", "v1alpha1"
-RELEASE = "rheo"
-RESTRICTED = {
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "runAsNonRoot": True,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-
-
-def _run(*command: str, timeout: float = 240) -> str:
-    done = subprocess.run(
-        list(command), capture_output=True, text=True, timeout=timeout, check=False
-    )
-    assert done.returncode == 0, f"{' '.join(command)}\n{done.stdout}\n{done.stderr}"
-    return done.stdout
 
 
 @pytest.fixture
-def release(real_cluster: RealCluster, namespace: str) -> Iterator[tuple[str, float]]:
+def release(
+    real_cluster: RealCluster, namespace: str, tmp_path: Path
+) -> Iterator[tuple[str, float]]:
     """The chart installed with the operator image; (namespace, seconds `--wait` took)."""
-    repository, tag = OPERATOR_IMAGE.rsplit(":", 1)
-    curl_repository = CURL_IMAGE.rsplit(":", 1)[0]
-    started = time.monotonic()
-    _run(
-        "helm", "install", RELEASE, str(CHART), "--namespace", namespace,
-        "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
-        "--set", "image.pullPolicy=Never", "--set", f"watchNamespaces={{{namespace}}}",
-        "--set", f"tests.image.repository={curl_repository}", "--set", f"tests.image.tag={tag}",
-        "--set", "tests.image.pullPolicy=Never",
-        "--wait", "--timeout", "180s",
-    )  # fmt: skip
-    took = time.monotonic() - started
+    took = helm_apply("install", namespace, tmp_path)
     yield namespace, took
     # Studies go while the operator still runs: its finalizer would keep them.
-    _run("kubectl", "delete", "tuningstudies", "--all", "--namespace", namespace, "--wait")
-    _run("helm", "uninstall", RELEASE, "--namespace", namespace, "--wait", "--timeout", "120s")
+    run("kubectl", "delete", "tuningstudies", "--all", "--namespace", namespace, "--wait")
+    run("helm", "uninstall", RELEASE, "--namespace", namespace, "--wait", "--timeout", "120s")
 
 
 def _study(name: str) -> dict[str, Any]:
@@ -88,7 +73,7 @@ def _study(name: str) -> dict[str, Any]:
 
 
 def test_helm_install_helm_test_then_a_bayesian_study_succeeds(
-    admin_api: client.ApiClient, release: tuple[str, float]
+    admin_api: client.ApiClient, real_cluster: RealCluster, release: tuple[str, float]
 ) -> None:
     namespace, install_seconds = release
     apps = client.AppsV1Api(admin_api)
@@ -96,8 +81,27 @@ def test_helm_install_helm_test_then_a_bayesian_study_succeeds(
     available = [c.status for c in deployment.status.conditions if c.type == "Available"]
     assert available == ["True"], deployment.status
     print(f"helm install --wait took {install_seconds:.1f}s")
+    # Prometheus finds the operator through the chart's metrics Service (its
+    # EndpointSlice), scrapes it, and stores the operator's own series.
+    url = real_cluster.info.prometheus_url
+    assert url, "the cluster has no Prometheus"
+    service = f"{deployment.metadata.name}-metrics"
+    target = f'service="{service}",namespace="{namespace}"'
+
+    def scraped() -> list[dict[str, Any]]:
+        up = prometheus(url, "/api/v1/query", query=f"up{{{target}}} == 1")["data"]["result"]
+        series = prometheus(
+            url, "/api/v1/query", query=f"rheostat_reconcile_duration_seconds_count{{{target}}}"
+        )["data"]["result"]
+        return series if up else []
+
+    series = wait_for(scraped, 60, f"Prometheus to scrape {service}")
+    assert {s["metric"]["job"] for s in series} == {"kubernetes-service-endpoints"}, series
+    assert {s["metric"]["pod"] for s in series} == {
+        p.metadata.name for p in operator_pods(client.CoreV1Api(admin_api), namespace)
+    }, series
     # The chart's own test: its metrics Service, by DNS name, from a curl pod.
-    _run("helm", "test", RELEASE, "--namespace", namespace, "--timeout", "120s")
+    run("helm", "test", RELEASE, "--namespace", namespace, "--timeout", "120s")
 
     custom = client.CustomObjectsApi(admin_api)
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "tuningstudies", _study("ct"))
@@ -126,7 +130,7 @@ def test_helm_install_helm_test_then_a_bayesian_study_succeeds(
     pods = core.list_namespaced_pod(namespace, label_selector="rheostat.dev/role=trial").items
     assert pods, "no trial pods left to read logs from"
     assert all(p.spec.node_name for p in pods)
-    logs = _run("kubectl", "logs", "--namespace", namespace, pods[0].metadata.name)
+    logs = run("kubectl", "logs", "--namespace", namespace, pods[0].metadata.name)
     assert logs.strip()
 
 
@@ -139,18 +143,7 @@ def test_a_deleted_trial_pod_and_a_deleted_operator_pod_lose_nothing(
     Deployment's new operator pod rebuilds the study and finishes exactly the budget.
     """
     namespace, _ = release
-    document = synthetic_study(
-        "drain",
-        algorithm="tpe",
-        args=["--steps", "8", "--step-seconds", "0.5"],
-        budget={"maxTrials": 6, "parallelism": 2, "maxFailedTrials": 0},
-        seed=5,
-        scrape_interval=0.5,
-    )
-    container = document["spec"]["trialTemplate"]["spec"]["containers"][0]
-    container["image"] = TRAINER_IMAGE
-    container["imagePullPolicy"] = "Never"
-    container["securityContext"] = RESTRICTED
+    document = trial_study("drain", max_trials=6, seed=5)
     custom = client.CustomObjectsApi(admin_api)
     core = client.CoreV1Api(admin_api)
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "tuningstudies", document)
@@ -164,33 +157,13 @@ def test_a_deleted_trial_pod_and_a_deleted_operator_pod_lose_nothing(
     pod = wait_for(running_trial_pod, 120, "trial 0 running")
     core.delete_namespaced_pod(pod.metadata.name, namespace)
 
-    def trials() -> list[dict[str, Any]]:
-        found = custom.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, "tuningtrials", label_selector="rheostat.dev/study=drain"
-        )["items"]
-        return sorted(found, key=lambda t: t["spec"]["number"])
-
-    wait_for(lambda: len(trials()) >= 4, 180, "four trials")
-    operator = [
-        p
-        for p in core.list_namespaced_pod(
-            namespace, label_selector="app.kubernetes.io/name=rheostat"
-        ).items
-        if any(o.kind == "ReplicaSet" for o in p.metadata.owner_references or [])
-    ]
+    wait_for(lambda: len(trials(custom, namespace, "drain")) >= 4, 180, "four trials")
+    operator = operator_pods(core, namespace)
     assert len(operator) == 1, [p.metadata.name for p in operator]
     core.delete_namespaced_pod(operator[0].metadata.name, namespace)
 
-    def finished() -> dict[str, Any] | None:
-        study = custom.get_namespaced_custom_object(
-            GROUP, VERSION, namespace, "tuningstudies", "drain"
-        )
-        return (
-            study if (study.get("status") or {}).get("phase") in ("Succeeded", "Failed") else None
-        )
-
-    study = wait_for(finished, 400, "study drain to finish")
-    found = trials()
+    study = wait_finished(custom, namespace, "drain")
+    found = trials(custom, namespace, "drain")
     assert study["status"]["phase"] == "Succeeded", [t["status"] for t in found]
     counted = [t for t in found if t["status"].get("kind", "counted") == "counted"]
     assert len(counted) == 6
@@ -200,10 +173,4 @@ def test_a_deleted_trial_pod_and_a_deleted_operator_pod_lose_nothing(
     assert lost["status"]["kind"] == "retry", lost["status"]
     retried = next(t for t in found if t["status"].get("attempt") == 2)
     assert retried["spec"]["params"] == lost["spec"]["params"]
-    per_trial: dict[str, int] = {}
-    for trial_pod in core.list_namespaced_pod(
-        namespace, label_selector="rheostat.dev/study=drain,rheostat.dev/role=trial"
-    ).items:
-        number = trial_pod.metadata.labels["rheostat.dev/trial"]
-        per_trial[number] = per_trial.get(number, 0) + 1
-    assert set(per_trial.values()) <= {1}, per_trial
+    assert set(pods_per_trial(core, namespace, "drain").values()) <= {1}
