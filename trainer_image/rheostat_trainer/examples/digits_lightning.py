@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         deterministic=True,
     )
     trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
-    print(f"digits_lightning: stopped after epoch {trainer.current_epoch}", flush=True)
+    print(f"digits_lightning: trained {trainer.current_epoch} epochs", flush=True)
     return 0
 
 

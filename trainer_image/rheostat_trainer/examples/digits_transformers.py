@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         print(f"digits_transformers: {knobs}", flush=True)
         trainer.train()
-        print(f"digits_transformers: stopped at epoch {trainer.state.epoch}", flush=True)
+        print(f"digits_transformers: trained {trainer.state.epoch:g} epochs", flush=True)
     return 0
 
 
