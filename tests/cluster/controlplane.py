@@ -288,6 +288,30 @@ class ControlPlane:
 
         wait_until("kube-scheduler", healthy, timeout, self._alive)
 
+    def restart(self, name: str, timeout: float = 90.0) -> ManagedProcess:
+        """Stop one component (SIGTERM, as a kubelet would) and start it again with the
+        same flags, ports and data; return once it serves again. For chaos tests."""
+        proc = next(p for p in self.processes if p.name == name)
+        proc.stop()
+        proc.start()
+        if name == "etcd":
+            url = next(a for a in proc.argv if a.startswith("--listen-client-urls="))
+            health = url.split("=", 1)[1] + "/health"
+
+            def serving() -> bool:
+                with urllib.request.urlopen(health, timeout=2) as r:
+                    return bool(json.load(r).get("health") == "true")
+
+        else:
+            assert self.endpoint is not None
+            endpoint = self.endpoint
+
+            def serving() -> bool:
+                return endpoint.get("/readyz")[0] == 200
+
+        wait_until(name, serving, timeout, self._alive)
+        return proc
+
     def stop(self) -> None:
         for proc in reversed(self.processes):
             proc.stop()

@@ -183,6 +183,17 @@ class LocalCluster:
         self.info.save()
         return self.info
 
+    def restart(self, component: str, timeout: float = 90.0) -> None:
+        """Restart one control-plane component (``etcd``, ``kube-apiserver``, ...) in
+        place and record its new process group, so that ``cluster-down`` still finds it."""
+        assert self.control_plane is not None
+        assert self.info is not None
+        proc = self.control_plane.restart(component, timeout)
+        self.info.groups = [
+            (name, proc.pid if name == component else pgid) for name, pgid in self.info.groups
+        ]
+        self.info.save()
+
     def _start_node_agent(self, die: bool, timeout: float, endpoint: ApiEndpoint) -> ManagedProcess:
         assert self.control_plane is not None
         env = {**os.environ, "PATH": tool_path(), "PYTHONPATH": str(REPO_ROOT)}

@@ -112,6 +112,7 @@ class PodRunner(threading.Thread):
         self.gone = False  # the pod object no longer exists
         self.shutdown = False  # the agent is stopping
         self.deleting = False  # no more restarts
+        self.unsynced = False  # the last status write failed: retry it, as a kubelet does
 
     # Called from the agent's watch thread.
     def update(self, pod: Pod) -> None:
@@ -149,7 +150,7 @@ class PodRunner(threading.Thread):
             self._start(container)
         self._write_status()
         while True:
-            self.wake.wait(0.25 if self.phase not in TERMINAL else 5.0)
+            self.wake.wait(0.25 if self.phase not in TERMINAL or self.unsynced else 5.0)
             self.wake.clear()
             if self.shutdown or self.gone:
                 self._kill(grace=0 if self.shutdown else 2.0)
@@ -157,7 +158,7 @@ class PodRunner(threading.Thread):
             if self.pod["metadata"].get("deletionTimestamp"):
                 self._delete()
                 return
-            if self.phase not in TERMINAL and self._reap():
+            if (self.phase not in TERMINAL and self._reap()) or self.unsynced:
                 self._write_status()
 
     def _start(self, container: Container) -> None:
@@ -287,13 +288,18 @@ class PodRunner(threading.Thread):
         body = {"metadata": {"uid": self.uid}, "status": status}
         try:
             self.agent.core.patch_namespaced_pod_status(self.pod_name, self.namespace, body)
+            self.unsynced = False
         except ApiException as err:
             if err.status in (404, 409):
                 self.gone = True
             else:
+                self.unsynced = True
                 log.warning(
                     "pod %s/%s: status update failed: %s", self.namespace, self.pod_name, err.reason
                 )
+        except Exception as err:  # the API server restarting: refused connections
+            self.unsynced = True
+            log.warning("pod %s/%s: status update failed: %s", self.namespace, self.pod_name, err)
 
     def _kill(self, grace: float) -> None:
         """SIGTERM every running container's group, then SIGKILL after ``grace`` seconds."""
@@ -325,7 +331,12 @@ class PodRunner(threading.Thread):
                 c.restart_at = None
             self._reap()
             self._write_status()
-        force_delete(self.agent.core, self.namespace, self.pod_name, self.uid)
+        # A kubelet keeps trying until the pod is gone (the API server may be away).
+        while not force_delete(self.agent.core, self.namespace, self.pod_name, self.uid):
+            if self.shutdown or self.gone:
+                return
+            self.wake.wait(0.5)
+            self.wake.clear()
 
 
 def _read(path: Path) -> bytes:
@@ -336,11 +347,17 @@ def _read(path: Path) -> bytes:
         return b""
 
 
-def force_delete(core: CoreV1Api, namespace: str, name: str, uid: str) -> None:
-    """Delete with grace period 0 (what a kubelet does once the containers are gone)."""
+def force_delete(core: CoreV1Api, namespace: str, name: str, uid: str) -> bool:
+    """Delete with grace period 0 (what a kubelet does once the containers are gone);
+    False when it must be tried again."""
     options = V1DeleteOptions(grace_period_seconds=0, preconditions={"uid": uid})
     try:
         core.delete_namespaced_pod(name, namespace, body=options)
     except ApiException as err:
         if err.status not in (404, 409):
             log.warning("pod %s/%s: delete failed: %s", namespace, name, err.reason)
+            return False
+    except Exception as err:  # the API server restarting: refused connections
+        log.warning("pod %s/%s: delete failed: %s", namespace, name, err)
+        return False
+    return True

@@ -46,6 +46,16 @@ class ClusterHandle:
     """What the ``cluster`` fixture gives a test."""
 
     info: ClusterInfo
+    local: LocalCluster | None = None
+
+    def restart(self, component: str) -> None:
+        """Restart a control-plane component; only our own cluster can (chaos tests)."""
+        if self.local is None:
+            message = f"cannot restart {component} of a cluster this session did not start"
+            if IN_CI:
+                pytest.fail(message)
+            pytest.skip(message)
+        self.local.restart(component)
 
     @property
     def kubeconfig(self) -> Path:
@@ -96,7 +106,7 @@ def _start_or_skip() -> tuple[ClusterInfo, LocalCluster | None]:
 def cluster() -> Iterator[ClusterHandle]:
     """The session's cluster, with kubectl/helm on PATH and KUBECONFIG set for subprocesses."""
     info, local = _start_or_skip()
-    handle = ClusterHandle(info)
+    handle = ClusterHandle(info, local)
     env = pytest.MonkeyPatch()
     env.setenv("PATH", tool_path())
     env.setenv("KUBECONFIG", str(info.kubeconfig))

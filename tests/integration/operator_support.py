@@ -81,8 +81,16 @@ def free_port() -> int:
 class OperatorProcess:
     """`rheostat operator` as a subprocess watching one namespace; killable with -9."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, log: Path, resync: float = 300) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        namespace: str,
+        log: Path,
+        resync: float = 300,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.resync = resync
+        self.extra_env = dict(env or {})
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.log = log
@@ -96,6 +104,7 @@ class OperatorProcess:
             # Long on purpose: a missed watch event must show as a slow test, not be
             # papered over by a quick resync.
             "RHEOSTAT_RESYNC_INTERVAL": str(self.resync),
+            **self.extra_env,
         }
         command = [
             sys.executable,

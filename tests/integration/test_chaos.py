@@ -13,8 +13,10 @@ import signal
 import time
 from typing import Any
 
+import pytest
 from kubernetes import client
 
+from tests.integration.conftest import ClusterHandle
 from tests.integration.operator_support import (
     GROUP,
     VERSION,
@@ -84,6 +86,34 @@ def test_the_api_server_frozen_for_30_seconds_loses_nothing(
     )
     assert study["status"]["phase"] == "Succeeded", study["status"]
     _assert_exactly_once(admin_api, namespace, "frozen", 8)
+
+
+@pytest.mark.parametrize("component", ["kube-apiserver", "etcd"])
+def test_a_control_plane_restart_mid_study_loses_nothing(
+    component: str,
+    cluster: ClusterHandle,
+    admin_api: client.ApiClient,
+    namespace: str,
+    operator: OperatorProcess,
+) -> None:
+    """The API server (or etcd under it) restarted while trials run: watches break,
+    requests fail, the study goes on once it is back, with every guarantee kept."""
+    name = f"restart-{component}"
+    document = synthetic_study(
+        name,
+        args=["--steps", "4", "--step-seconds", "0.5"],
+        budget={"maxTrials": 8, "parallelism": 2, "maxFailedTrials": 0},
+    )
+    create_study(admin_api, namespace, document)
+    wait(lambda: len(trials(admin_api, namespace, name)) >= 3, 90, "three trials")
+    cluster.restart(component)
+    study = wait_for_phase(
+        admin_api, namespace, name, {"Succeeded", "Failed"}, seconds=240, operator=operator
+    )
+    assert study["status"]["phase"] == "Succeeded", study["status"]
+    _assert_exactly_once(admin_api, namespace, name, 8)
+    assert operator.process is not None
+    assert operator.process.poll() is None, operator.log_tail()
 
 
 def test_a_trainer_that_never_reports_nor_exits_is_timed_out_and_stopped(

@@ -45,6 +45,11 @@ class OperatorMetrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60),
             registry=r,
         )
+        self.leader = Gauge(
+            "rheostat_operator_leader",
+            "1 while this replica holds the leader lease and drives studies; 0 on a standby.",
+            registry=r,
+        )
         self.api_requests = Counter(
             "rheostat_api_requests_total",
             "Requests the reconcile sent to the API server (watches are Kopf's, not counted).",

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 
 import kopf
 from kubernetes import config
 from prometheus_client import start_http_server
 
 from rheostat.backends.kubernetes import handlers
+from rheostat.backends.kubernetes.leader import LeaderElector, StandbyHealth
+
+TRUE = ("1", "true", "yes")
 
 
 def run_operator(
@@ -28,12 +33,40 @@ def run_operator(
     reconciler = handlers.reconciler()
     if metrics_port:
         start_http_server(metrics_port, registry=reconciler.metrics.registry)
-    asyncio.run(
-        kopf.operator(
-            standalone=True,
-            clusterwide=not namespaces,
-            namespaces=namespaces,
-            liveness_endpoint=liveness,
+    elector = elector_from_env(namespaces)
+    if elector is not None:
+        standby = StandbyHealth(liveness) if liveness else None
+        elector.wait_until_leading()
+        if standby is not None:
+            standby.stop()
+    reconciler.metrics.leader.set(1)
+    try:
+        asyncio.run(
+            kopf.operator(
+                standalone=True,
+                clusterwide=not namespaces,
+                namespaces=namespaces,
+                liveness_endpoint=liveness,
+            )
         )
-    )
+    finally:
+        reconciler.metrics.leader.set(0)
+        if elector is not None:
+            elector.release()
     return 0
+
+
+def elector_from_env(namespaces: list[str]) -> LeaderElector | None:
+    """Leader election as the chart configures it (the pod's name and namespace come
+    from the Downward API); off unless RHEOSTAT_LEADER_ELECTION is set."""
+    if os.environ.get("RHEOSTAT_LEADER_ELECTION", "").lower() not in TRUE:
+        return None
+    # The client logs every standby try at INFO; our own lines say what matters.
+    logging.getLogger("leaderelection").setLevel(logging.WARNING)
+    namespace = (
+        os.environ.get("RHEOSTAT_LEASE_NAMESPACE")
+        or os.environ.get("POD_NAMESPACE")
+        or (namespaces[0] if namespaces else "default")
+    )
+    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    return LeaderElector(namespace=namespace, identity=identity)
