@@ -217,10 +217,10 @@ def test_helm_uninstall_leaves_no_orphaned_jobs_or_pods(
         capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip
     assert failed.returncode != 0, failed.stdout
-    assert "curl: (" in failed.stderr, failed.stderr  # the test pod's log
     assert not core.list_namespaced_pod(
         namespace, label_selector=f"{INSTANCE},app.kubernetes.io/component=test"
     ).items
+    assert "curl: (" in failed.stderr, failed.stderr  # the test pod's log
 
     started = time.monotonic()
     run("helm", "uninstall", RELEASE, "--namespace", namespace, "--wait", "--timeout", "120s")
