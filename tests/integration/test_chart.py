@@ -136,9 +136,16 @@ def test_chart_renders(cluster: ClusterHandle, values: Path) -> None:
         ]
     else:
         assert [r["kind"] for r in operator_roles] == ["ClusterRole"]
-    # Cluster-wide grants are read-only discovery, whatever the mode.
+    # Beyond the studies' own: read-only discovery, and the leader Lease in the
+    # release namespace only.
     for role in roles:
-        if role not in operator_roles:
+        if role in operator_roles:
+            continue
+        if role["metadata"]["name"].endswith("-leader-election"):
+            assert role["kind"] == "Role"
+            assert role["metadata"]["namespace"] == "rheostat"
+            assert {(g, r) for g, r, _ in _rules(role)} == {("coordination.k8s.io", "leases")}
+        else:
             assert {verb for _, _, verb in _rules(role)} <= {"get", "list", "watch"}
     monitor = next(d for d in docs if d["kind"] == "PodMonitor")
     endpoint = monitor["spec"]["podMetricsEndpoints"][0]
@@ -204,7 +211,9 @@ def chart_rbac(cluster: ClusterHandle, namespace: str) -> Iterator[tuple[str, st
     assert _kinds(docs) == [
         "ClusterRole",
         "ClusterRoleBinding",
-        "Role",
+        "Role",  # studies in the watched namespace
+        "Role",  # the leader Lease in the release namespace
+        "RoleBinding",
         "RoleBinding",
         "ServiceAccount",
     ]
@@ -407,7 +416,9 @@ def test_the_chart_rbac_runs_a_study_and_every_panel_query_works(
     with cluster.token_client(token) as api:
         wait_for(lambda: _can_list_studies(api, namespace), 60, "the chart's RoleBinding")
     kubeconfig = _token_kubeconfig(admin_api, token, tmp_path / "operator.kubeconfig")
-    operator = OperatorProcess(kubeconfig, namespace, tmp_path / "operator.log")
+    # As the chart runs it: leader election on, with the chart's Lease permissions.
+    election = {"RHEOSTAT_LEADER_ELECTION": "true", "POD_NAMESPACE": namespace}
+    operator = OperatorProcess(kubeconfig, namespace, tmp_path / "operator.log", env=election)
     operator.start()
     try:
         document = synthetic_study(

@@ -161,7 +161,9 @@ def test_ci_values_validate(path: Path) -> None:
 @pytest.mark.parametrize(
     ("override", "where"),
     [
-        ({"replicaCount": 2}, "replicaCount"),
+        ({"replicaCount": 2, "leaderElection": {"enabled": False}}, "replicaCount"),
+        ({"replicaCount": -1}, "replicaCount"),
+        ({"leaderElection": {"enabled": "yes"}}, "enabled"),
         ({"watchNamespaces": ["Not_A_Namespace"]}, "watchNamespaces"),
         ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
         ({"podMonitor": {"enabeld": True}}, "enabeld"),

@@ -69,4 +69,5 @@ def elector_from_env(namespaces: list[str]) -> LeaderElector | None:
         or (namespaces[0] if namespaces else "default")
     )
     identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
-    return LeaderElector(namespace=namespace, identity=identity)
+    name = os.environ.get("RHEOSTAT_LEASE_NAME") or "rheostat-operator"
+    return LeaderElector(namespace=namespace, name=name, identity=identity)
