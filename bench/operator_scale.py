@@ -94,13 +94,13 @@ class Recorder:
                 key = _trial_key(event["object"].metadata.labels)
                 self.job_created.setdefault(key, time.monotonic())
 
-    def latencies(self) -> list[float]:
-        """Exit of trial n → Job of trial n+1, per study, in seconds."""
+    def latencies(self) -> list[tuple[str, float]]:
+        """(study, seconds from the exit of trial n to the Job of trial n+1)."""
         gaps = []
         for (study, number), exited in self.exited.items():
             created = self.job_created.get((study, number + 1))
             if created is not None:
-                gaps.append(created - exited)
+                gaps.append((study, created - exited))
         return gaps
 
 
@@ -138,10 +138,80 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
+def _object_sizes(custom: client.CustomObjectsApi, namespace: str) -> dict[str, int]:
+    """The largest TuningStudy and TuningTrial as stored (JSON bytes); etcd's limit is 1.5 MB."""
+    sizes = {}
+    for plural in ("tuningstudies", "tuningtrials"):
+        items = custom.list_namespaced_custom_object("rheostat.dev", "v1alpha1", namespace, plural)[
+            "items"
+        ]
+        sizes[plural] = max((len(json.dumps(item)) for item in items), default=0)
+    return sizes
+
+
+def _wait_finished(
+    custom: client.CustomObjectsApi, namespace: str, names: set[str], deadline: float
+) -> dict[str, str]:
+    phases: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        found = custom.list_namespaced_custom_object(
+            "rheostat.dev", "v1alpha1", namespace, "tuningstudies"
+        )["items"]
+        phases = {
+            s["metadata"]["name"]: (s.get("status") or {}).get("phase")
+            for s in found
+            if s["metadata"]["name"] in names
+        }
+        if len(phases) == len(names) and all(p in {"Succeeded", "Failed"} for p in phases.values()):
+            break
+        time.sleep(0.5)
+    return phases
+
+
+def _finished_trials(custom: client.CustomObjectsApi, namespace: str, name: str) -> int:
+    study = custom.get_namespaced_custom_object(
+        "rheostat.dev", "v1alpha1", namespace, "tuningstudies", name
+    )
+    return int(((study.get("status") or {}).get("trials") or {}).get("finished", 0))
+
+
+def _sampler_seconds(port: int) -> dict[str, float]:
+    """The operator's sampler histogram: how many asks, their mean and total seconds."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    total = count = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "rheostat_sampler_duration_seconds_sum":
+                total = sample.value
+            elif sample.name == "rheostat_sampler_duration_seconds_count":
+                count = sample.value
+    return {
+        "asks": count,
+        "totalSeconds": round(total, 2),
+        "meanSeconds": round(total / count, 4) if count else 0.0,
+    }
+
+
 def run_case(
-    api: client.ApiClient, kubeconfig: Path, workdir: Path, *, studies: int, trials: int
+    api: client.ApiClient,
+    kubeconfig: Path,
+    workdir: Path,
+    *,
+    studies: int,
+    trials: int,
+    parallelism: int = 1,
+    neighbour: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """`studies` studies of `trials` instant trials each, at once, under one operator."""
+    """`studies` TPE studies of `trials` instant trials each, at once, under one operator.
+
+    With ``neighbour=(gp_trials, head_start)`` a Gaussian-process study of ``gp_trials``
+    runs first (parallelism 4); the TPE studies start once it has finished
+    ``head_start`` trials, so their latency is measured while its asks are at their
+    slowest. Latency is then the TPE studies' only.
+    """
     namespace = f"scale-{studies}x{trials}-{int(time.time()) % 100000}"
     core = client.CoreV1Api(api)
     custom = client.CustomObjectsApi(api)
@@ -153,39 +223,58 @@ def run_case(
         with Recorder(api, namespace) as recorder:
             time.sleep(1.0)  # let the watches open before the first Job
             cpu_before, _ = _proc_usage(operator.process.pid)  # start-up is not per trial
+            gp_finished = 0
+            if neighbour is not None:
+                gp_trials, head_start = neighbour
+                gp = synthetic_study(
+                    "gp",
+                    algorithm="bayesian",
+                    args=["--steps", "1"],
+                    budget={"maxTrials": gp_trials, "parallelism": 4},
+                )
+                create_study(api, namespace, gp)
+                while _finished_trials(custom, namespace, "gp") < head_start:
+                    time.sleep(2.0)
+                gp_finished = _finished_trials(custom, namespace, "gp")
             started = time.monotonic()
-            for index in range(studies):
+            names = {f"s{index}" for index in range(studies)}
+            for name in sorted(names):
                 document = synthetic_study(
-                    f"s{index}",
+                    name,
                     algorithm="tpe",
                     args=["--steps", "1"],
-                    budget={"maxTrials": trials, "parallelism": 1},
+                    budget={"maxTrials": trials, "parallelism": parallelism},
                 )
                 create_study(api, namespace, document)
             deadline = started + 120 + studies * trials * 5
-            phases: dict[str, str] = {}
-            while time.monotonic() < deadline:
-                found = custom.list_namespaced_custom_object(
-                    "rheostat.dev", "v1alpha1", namespace, "tuningstudies"
-                )["items"]
-                phases = {
-                    s["metadata"]["name"]: (s.get("status") or {}).get("phase") for s in found
-                }
-                if len(phases) == studies and all(
-                    p in {"Succeeded", "Failed"} for p in phases.values()
-                ):
-                    break
-                time.sleep(0.5)
+            phases = _wait_finished(custom, namespace, names, deadline)
             wall = time.monotonic() - started
             cpu_after, peak = _proc_usage(operator.process.pid)
             cpu = cpu_after - cpu_before
             requests = _api_requests(operator.metrics_port)
-            gaps = recorder.latencies()
+            sampler = _sampler_seconds(operator.metrics_port)
+            # Exit of n → Job of n+1 is the reaction only when trials run one at a time.
+            gaps = [g for study, g in recorder.latencies() if study in names and parallelism == 1]
+            sizes = _object_sizes(custom, namespace)
+            if neighbour is not None:
+                gp_finished = _finished_trials(custom, namespace, "gp") - gp_finished
         finished = studies * trials
         writes = sum(v for k, v in requests.items() if not k.startswith(("get", "list")))
         return {
             "studies": studies,
             "trialsPerStudy": trials,
+            "parallelism": parallelism,
+            "gpNeighbour": (
+                None
+                if neighbour is None
+                else {
+                    "maxTrials": neighbour[0],
+                    "headStart": neighbour[1],
+                    "finishedMeanwhile": gp_finished,
+                }
+            ),
+            "samplerAsks": sampler,
+            "largestObjectBytes": sizes,
             "succeeded": sum(1 for p in phases.values() if p == "Succeeded"),
             "wallSeconds": round(wall, 2),
             "latency": {
@@ -213,17 +302,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="a small run for CI")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--only", type=int, nargs="*", help="run only these case numbers (0-based, full mode)"
+    )
     args = parser.parse_args()
-    cases = [(1, 4), (3, 3)] if args.smoke else [(1, 30), (20, 5)]
+    cases: list[dict[str, Any]] = (
+        [{"studies": 1, "trials": 4}, {"studies": 3, "trials": 3}]
+        if args.smoke
+        else [
+            {"studies": 1, "trials": 30},
+            {"studies": 20, "trials": 5},
+            {"studies": 50, "trials": 20},
+            {"studies": 1, "trials": 1000, "parallelism": 10},
+            {"studies": 10, "trials": 10, "neighbour": (500, 400)},
+        ]
+    )
+    if args.only:
+        cases = [cases[i] for i in args.only]
     state = session_state_dir()
     cluster = LocalCluster(state)
     info = cluster.start()
     try:
         api = config.new_client_from_config(config_file=str(info.kubeconfig))
         install_crds(api)
-        rows = [run_case(api, info.kubeconfig, state, studies=s, trials=t) for s, t in cases]
+        rows = [run_case(api, info.kubeconfig, state, **case) for case in cases]
     finally:
         cluster.stop()
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = "operator_scale_smoke" if args.smoke else "operator_scale"
+    path = args.out / f"{name}.json"
+    if args.only and path.exists():  # a partial run replaces its own cases only
+        kept = {_label(r): r for r in json.loads(path.read_text())["cases"]}
+        kept.update({_label(r): r for r in rows})
+        rows = list(kept.values())
     alone = rows[0]["latency"]
     document = {
         "p50_s": alone["p50_s"],
@@ -231,38 +342,62 @@ def main() -> None:
         "smoke": args.smoke,
         "cases": rows,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = "operator_scale_smoke" if args.smoke else "operator_scale"
-    (args.out / f"{name}.json").write_text(json.dumps(document, indent=2) + "\n")
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    (args.out / f"{name}.md").write_text(_markdown(rows))
+    print(_markdown(rows))
+
+
+def _label(row: dict[str, Any]) -> str:
+    label = f"{row['studies']} x {row['trialsPerStudy']}"
+    if row.get("parallelism", 1) > 1:
+        label += f" (parallelism {row['parallelism']})"
+    if row.get("gpNeighbour"):
+        label += f" next to a {row['gpNeighbour']['maxTrials']}-trial GP study"
+    return label
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value * 1000:.0f}"
+
+
+def _markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "# Operator: reaction latency and cost",
         "",
-        "Instant synthetic trials, parallelism 1 per study, one operator, loopback test "
-        "cluster (2 cores shared by the control plane, the node agent, the trials and the "
-        "operator). Latency = trial container exit → next trial's Job, from this "
-        "benchmark's own watch events (ms clock).",
+        "Instant synthetic TPE trials, one operator, loopback test cluster (2 cores shared "
+        "by the control plane, the node agent, the trials and the operator). Latency = trial "
+        "container exit → next trial's Job of the same study, from this benchmark's own "
+        "watch events (ms clock); measured where studies run one trial at a time.",
         "",
-        "| studies x trials | latency p50 / p99 / max (ms) | wall (s) | operator CPU (s) | "
+        "| case | latency p50 / p99 / max (ms) | wall (s) | operator CPU (s) | "
         "CPU per trial (ms) | peak RSS (MB) | API writes per trial | LISTs |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         lat = row["latency"]
-
-        def ms(value: float | None) -> str:
-            return "—" if value is None else f"{value * 1000:.0f}"
-
         lines.append(
-            f"| {row['studies']} x {row['trialsPerStudy']} | {ms(lat['p50_s'])} / "
-            f"{ms(lat['p99_s'])} / {ms(lat['max_s'])} | {row['wallSeconds']} | "
-            f"{row['operatorCpuSeconds']} | {row['operatorCpuPerTrialMs']} | "
-            f"{row['operatorPeakRssMb']} | {row['apiWritesPerTrial']} | {row['lists']:.0f} |"
+            f"| {_label(row)} | {_ms(lat['p50_s'])} / {_ms(lat['p99_s'])} / "
+            f"{_ms(lat['max_s'])} | {row['wallSeconds']} | {row['operatorCpuSeconds']} | "
+            f"{row['operatorCpuPerTrialMs']} | {row['operatorPeakRssMb']} | "
+            f"{row['apiWritesPerTrial']} | {row['lists']:.0f} |"
+        )
+    lines += [
+        "",
+        "Largest stored objects (JSON bytes; etcd refuses objects over 1.5 MB), sampler asks:",
+        "",
+    ]
+    for row in rows:
+        sizes = row.get("largestObjectBytes") or {}
+        asks = row.get("samplerAsks") or {}
+        lines.append(
+            f"- {_label(row)}: TuningStudy {sizes.get('tuningstudies', '—')} B, "
+            f"TuningTrial {sizes.get('tuningtrials', '—')} B; "
+            f"{asks.get('asks', '—')} asks, mean {asks.get('meanSeconds', '—')} s"
         )
     lines += ["", "API requests by verb and resource (reconcile only; events are Kopf's):", ""]
     for row in rows:
-        lines.append(f"- {row['studies']} x {row['trialsPerStudy']}: {row['apiRequests']}")
-    (args.out / f"{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        lines.append(f"- {_label(row)}: {row['apiRequests']}")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -32,4 +32,6 @@ def test_operator_scale_smoke(tmp_path: Path, cluster: object) -> None:
         assert case["succeeded"] == case["studies"], case
         assert case["lists"] == 0, case["apiRequests"]
         assert case["latency"]["n"] == case["studies"] * (case["trialsPerStudy"] - 1), case
+        assert 0 < case["largestObjectBytes"]["tuningstudies"] < 1_500_000, case
+        assert case["samplerAsks"]["asks"] >= case["studies"] * case["trialsPerStudy"], case
     assert (tmp_path / "operator_scale_smoke.md").exists()
