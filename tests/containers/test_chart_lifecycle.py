@@ -130,6 +130,7 @@ def _release_leftovers(admin_api: client.ApiClient, namespace: str) -> list[str]
         "job": batch.list_namespaced_job,
         "role": rbac.list_namespaced_role,
         "rolebinding": rbac.list_namespaced_role_binding,
+        "poddisruptionbudget": client.PolicyV1Api(admin_api).list_namespaced_pod_disruption_budget,
     }
     found = [
         f"{kind}/{item.metadata.name}"
