@@ -197,7 +197,8 @@ def trial_crd() -> JsonSchema:
         {"name": "Study", "type": "string", "jsonPath": ".spec.study"},
         {"name": "Number", "type": "integer", "jsonPath": ".spec.number"},
         {"name": "State", "type": "string", "jsonPath": ".status.state"},
-        {"name": "Value", "type": "number", "jsonPath": ".status.value"},
+        # kubectl prints a number column in full (17 digits): show the rounded copy.
+        {"name": "Value", "type": "string", "jsonPath": ".status.display.value"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
     schema = {

@@ -60,3 +60,16 @@ def test_kubectl_columns_show_the_operators_rounded_values() -> None:
     columns = {c["name"]: c for c in study_crd()["spec"]["versions"][0]["additionalPrinterColumns"]}
     assert columns["Best"] == {"name": "Best", "type": "string", "jsonPath": ".status.display.best"}
     assert columns["LR"] == {"name": "LR", "type": "string", "jsonPath": ".status.display.lr"}
+
+
+def test_a_trials_value_column_is_rounded_and_its_value_exact() -> None:
+    from rheostat.backends.kubernetes.manifests import trial_status
+    from rheostat.crd import trial_crd
+    from rheostat.events import TrialRecord
+
+    columns = {c["name"]: c for c in trial_crd()["spec"]["versions"][0]["additionalPrinterColumns"]}
+    assert columns["Value"]["jsonPath"] == ".status.display.value"
+    record = TrialRecord(number=0, params={"x": 1}, state="complete", value=0.04720239222200367)
+    status = trial_status(record)
+    assert status["value"] == 0.04720239222200367
+    assert status["display"] == {"value": "0.0472"}

@@ -80,6 +80,8 @@ def trial_status(record: TrialRecord) -> Manifest:
     }
     if record.value is not None:
         status["value"] = record.value
+        # For `kubectl get`'s VALUE column; `value` stays exact.
+        status["display"] = {"value": f"{record.value:.4g}"}
     if record.reason:
         status["reason"] = record.reason
     if record.started_at:
