@@ -32,7 +32,7 @@ def free_port() -> int:
         return port
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child after fork
+def die_with_parent() -> None:  # pragma: no cover - runs in the child after fork
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -60,7 +60,7 @@ class ManagedProcess:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
+                preexec_fn=die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
             )
 
     @property

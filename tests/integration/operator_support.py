@@ -18,6 +18,7 @@ from kubernetes.client.rest import ApiException
 
 from rheostat.crd import all_crds
 from tests import studies
+from tests.cluster.procs import die_with_parent
 
 GROUP, VERSION = "rheostat.dev", "v1alpha1"
 
@@ -119,7 +120,14 @@ class OperatorProcess:
             "",
         ]
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            # Dies with the test run (or benchmark) that started it, even a killed one.
+            self.process = subprocess.Popen(
+                command,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - only sets PDEATHSIG
+            )
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no graceful anything."""

@@ -199,7 +199,10 @@ def test_an_unschedulable_pod_is_reported_then_lost() -> None:
 def test_a_job_whose_pods_the_api_refuses_is_reported_then_lost() -> None:
     fresh = job(created="2026-01-01T00:09:55Z")
     assert job_state(fresh, [], NOW, TIMEOUT) == Pending()  # the controller is on its way
-    refused = job(created="2026-01-01T00:09:30Z")
+    # A busy Job controller is rate-limited: no alarm within half the stuck timeout.
+    slow = job(created="2026-01-01T00:09:35Z")
+    assert job_state(slow, [], NOW, TIMEOUT) == Pending()
+    refused = job(created="2026-01-01T00:09:20Z")
     assert job_state(refused, [], NOW, TIMEOUT) == Pending(
         "FailedCreate", "the Job has created no pod"
     )

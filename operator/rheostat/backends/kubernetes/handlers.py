@@ -25,7 +25,7 @@ from typing import Any, cast
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from rheostat.backends.kubernetes.kube import Kube, api_message
+from rheostat.backends.kubernetes.kube import Kube, api_message, pooled_api_client
 from rheostat.backends.kubernetes.manifests import LABEL_STUDY
 from rheostat.backends.kubernetes.reconcile import TERMINAL_PHASES, Children, Reconciler
 from rheostat.spec import API_GROUP, API_VERSION, InvalidStudyError, StudySpec, study_from_mapping
@@ -49,7 +49,7 @@ OWNED = {LABEL_STUDY: kopf.PRESENT}
 def reconciler() -> Reconciler:
     global RECONCILER  # noqa: PLW0603 - one per operator process, made after config loads
     if RECONCILER is None:
-        RECONCILER = Reconciler(Kube())
+        RECONCILER = Reconciler(Kube(pooled_api_client(PASS_THREADS)))
     return RECONCILER
 
 
@@ -77,20 +77,27 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 # ----- what the watches saw, in memory ----------------------------------------------
+# Async on purpose: Kopf runs a sync handler in its thread pool, a hop per watch event.
 
 
 @kopf.index("batch", "v1", "jobs", labels=OWNED, id="jobs")
-def jobs_index(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
+async def jobs_index(
+    *, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> Any:
     return {(namespace, labels[LABEL_STUDY]): dict(body)}
 
 
 @kopf.index("", "v1", "pods", labels=OWNED, id="pods")
-def pods_index(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
+async def pods_index(
+    *, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> Any:
     return {(namespace, labels[LABEL_STUDY]): dict(body)}
 
 
 @kopf.index(API_GROUP, API_VERSION, TRIALS, labels=OWNED, id="trials")
-def trials_index(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
+async def trials_index(
+    *, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> Any:
     return {(namespace, labels[LABEL_STUDY]): dict(body)}
 
 

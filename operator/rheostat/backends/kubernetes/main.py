@@ -26,6 +26,10 @@ def run_operator(
 ) -> int:
     """Serve metrics, then run every handler until interrupted."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO)
+    if not verbose:
+        # Kopf logs "Handler ... succeeded" for every watch event (three lines per pod
+        # change): noise at scale, and CPU. Warnings and errors still show.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]  # untyped in the client
     except config.ConfigException:

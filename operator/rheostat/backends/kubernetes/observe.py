@@ -38,9 +38,12 @@ STUCK_WAITING_REASONS = {
     "CreateContainerConfigError",
     "CreateContainerError",
 }
-# How long a Job may show no pod before it is reported as stuck: the Job controller
-# creates pods within milliseconds, unless the API refuses them (FailedCreate).
-NO_POD_GRACE_SECONDS = 10.0
+# How long a Job may show no pod before it is reported as stuck (FailedCreate). An idle
+# Job controller creates pods within milliseconds, but a busy one is rate-limited by
+# its client QPS: 50 studies at once on the test cluster kept Jobs podless for over
+# 10 s, and each false alarm cost a TrialsStuck flip and an Events lookup. Capped at
+# half the stuck timeout, so a short timeout still reports before it gives up.
+NO_POD_GRACE_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,7 @@ def job_state(
             f"the Job failed with no pod to show why ({failed.get('reason')})"
         )
     created = timestamp(job["metadata"].get("creationTimestamp")) or now
-    if pod is None and now - created > NO_POD_GRACE_SECONDS:
+    if pod is None and now - created > min(NO_POD_GRACE_SECONDS, stuck_timeout / 2):
         return _stuck("FailedCreate", "the Job has created no pod", now - created, stuck_timeout)
     return Pending()
 
