@@ -2,7 +2,8 @@
 
 Defaults are chosen for trials that run in parallel: TPE with the constant liar
 (running trials count as pessimistic results, so parallel asks spread out), the GP
-sampler's batch acquisition over running trials, scrambled Sobol points for QMC.
+sampler's batch acquisition over running trials (on a bounded history, so a long
+study's asks stay around a second), scrambled Sobol points for QMC.
 User settings from the spec override any of them.
 """
 
@@ -12,6 +13,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import optuna
+from optuna.distributions import BaseDistribution
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial
 
 from rheostat.space import SearchSpace
 from rheostat.spec import AlgorithmSpec, EarlyStopping
@@ -29,6 +33,56 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
 
     def after_trial(self, *args: Any, **kwargs: Any) -> None:
         return None
+
+
+# How many finished trials the GP conditions on. Its cost grows faster than
+# linearly with them: measured on this project's 2-core machine, one ask took about
+# 1 s at 300 trials, 2-3 s at 500 and 4-14 s at 1,000 (scripted in bench/README.md).
+GP_MAX_HISTORY = 300
+
+
+class BoundedGPSampler(optuna.samplers.GPSampler):
+    """Optuna's GP sampler, conditioned on at most `max_history` finished trials.
+
+    An ask is a GP fit plus an acquisition search over every finished trial, so a
+    long study's asks would grow without bound (and hold a pass thread, and the GIL,
+    for seconds). Past the cap the GP sees the best half of the cap (the incumbent
+    region, where the acquisition matters) and the most recent rest (where the
+    search is now); older, worse trials add little. Deterministic under a seed.
+    Running trials still enter as the GP's batch points, as in Optuna.
+    """
+
+    def __init__(self, *, max_history: int = GP_MAX_HISTORY, **options: Any) -> None:
+        if max_history < 10:
+            raise ValueError(f"max_history must be at least 10, got {max_history}")
+        super().__init__(**options)
+        self.max_history = max_history
+
+    def _sample_relative_impl(
+        self,
+        study: optuna.Study,
+        completed_trials: list[FrozenTrial],
+        running_trials: list[FrozenTrial],
+        search_space: dict[str, BaseDistribution],
+    ) -> dict[str, Any]:
+        kept = bounded_history(completed_trials, study.direction, self.max_history)
+        return super()._sample_relative_impl(study, kept, running_trials, search_space)
+
+
+def bounded_history(
+    trials: list[FrozenTrial], direction: StudyDirection, cap: int
+) -> list[FrozenTrial]:
+    """The best `cap // 2` trials and the most recent others, in trial order."""
+    if len(trials) <= cap:
+        return trials
+    sign = -1.0 if direction == StudyDirection.MAXIMIZE else 1.0
+    best = sorted(trials, key=lambda t: (sign * float(t.value or 0.0), t.number))[: cap // 2]
+    chosen = {t.number for t in best}
+    for trial in sorted(trials, key=lambda t: t.number, reverse=True):
+        if len(chosen) >= cap:
+            break
+        chosen.add(trial.number)
+    return [t for t in trials if t.number in chosen]
 
 
 class SettingsError(ValueError):
@@ -67,7 +121,7 @@ def make_sampler(algorithm: AlgorithmSpec, space: SearchSpace) -> optuna.sampler
         return _construct("tpe", optuna.samplers.TPESampler, defaults, settings)
     if name == "bayesian":
         defaults = {"seed": seed, "n_startup_trials": 5, "deterministic_objective": False}
-        return _construct("bayesian", optuna.samplers.GPSampler, defaults, settings)
+        return _construct("bayesian", BoundedGPSampler, defaults, settings)
     if name == "cmaes":
         defaults = {"seed": seed, "warn_independent_sampling": False, "n_startup_trials": 1}
         return _construct("cmaes", optuna.samplers.CmaEsSampler, defaults, settings)

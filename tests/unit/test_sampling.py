@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import optuna
 import pytest
+from optuna.study import StudyDirection
 
-from rheostat.sampling import AskTellGridSampler, SettingsError, make_pruner, make_sampler
+from rheostat.sampling import (
+    GP_MAX_HISTORY,
+    AskTellGridSampler,
+    BoundedGPSampler,
+    SettingsError,
+    bounded_history,
+    make_pruner,
+    make_sampler,
+    settings_problems,
+)
 from rheostat.space import build_space
 from rheostat.spec import ALGORITHMS, AlgorithmSpec, EarlyStopping, Parameter
 
@@ -73,3 +85,68 @@ def test_unknown_settings_are_a_clear_error() -> None:
 )
 def test_pruners(name: str, kind: type) -> None:
     assert isinstance(make_pruner(EarlyStopping(pruner=name)), kind)  # type: ignore[arg-type]
+
+
+# ----- the GP's bounded history ---------------------------------------------------------
+
+
+def _finished(values: list[float]) -> list[optuna.trial.FrozenTrial]:
+    distributions = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    trials = []
+    for number, value in enumerate(values):
+        trial = optuna.trial.create_trial(
+            params={"x": number / len(values)}, distributions=distributions, value=value
+        )
+        trial.number = number
+        trials.append(trial)
+    return trials
+
+
+def test_a_short_history_is_kept_whole() -> None:
+    trials = _finished([float(v) for v in range(10)])
+    assert bounded_history(trials, StudyDirection.MINIMIZE, cap=10) == trials
+
+
+@pytest.mark.parametrize("direction", [StudyDirection.MINIMIZE, StudyDirection.MAXIMIZE])
+def test_a_long_history_keeps_the_best_half_and_the_most_recent(
+    direction: StudyDirection,
+) -> None:
+    # Values rise with the trial number: the oldest trials are the best when minimizing.
+    trials = _finished([float(v) for v in range(100)])
+    kept = [t.number for t in bounded_history(trials, direction, cap=20)]
+    recent = list(range(80, 100)) if direction == StudyDirection.MAXIMIZE else list(range(90, 100))
+    best = list(range(10)) if direction == StudyDirection.MINIMIZE else []
+    assert kept == best + recent
+    assert len(kept) == 20
+
+
+def test_the_bayesian_sampler_conditions_on_a_bounded_history(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    space = build_space(PARAMETERS)
+    sampler = make_sampler(AlgorithmSpec(name="bayesian", seed=1), space)
+    assert isinstance(sampler, BoundedGPSampler)
+    assert sampler.max_history == GP_MAX_HISTORY
+    # What Optuna's own GP code is handed, under our subclass.
+    seen: list[int] = []
+    original = optuna.samplers.GPSampler._sample_relative_impl
+
+    def recording(self: Any, study: Any, completed: Any, *rest: Any) -> Any:
+        seen.append(len(completed))
+        return original(self, study, completed, *rest)
+
+    monkeypatch.setattr(optuna.samplers.GPSampler, "_sample_relative_impl", recording)
+    study = optuna.create_study(
+        sampler=BoundedGPSampler(seed=1, max_history=12, n_startup_trials=5)
+    )
+    for _ in range(20):
+        trial = study.ask(space.distributions)
+        study.tell(trial, float(trial.params["x"]) + trial.params["n"])
+    assert seen[0] == 5  # the first model-based ask, right after the startup trials
+    assert max(seen) == 12  # later asks had up to 19 trials and saw only the cap
+
+
+def test_a_history_cap_below_ten_is_refused() -> None:
+    algorithm = AlgorithmSpec(name="bayesian", settings={"max_history": 3})
+    problems = settings_problems(algorithm, EarlyStopping(), build_space(PARAMETERS))
+    assert problems == [("spec.algorithm.settings", "max_history must be at least 10, got 3")]
