@@ -38,6 +38,7 @@ lint: $(STAMP) control-plane
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	bash hack/sync-chart-crds.sh --check
+	$(PY) hack/dashboards.py --check
 	$(MAKE) --no-print-directory helm-lint
 
 # helm comes from the control-plane cache (built from its Go module).
@@ -50,6 +51,11 @@ helm-lint: control-plane
 crd: $(STAMP)
 	$(VENV)/bin/rheostat crd > crds/rheostat.dev.yaml
 	bash hack/sync-chart-crds.sh
+
+# The Grafana dashboards are generated from hack/dashboards.py (grafana-foundation-sdk).
+.PHONY: dashboards
+dashboards: $(STAMP)
+	$(PY) hack/dashboards.py
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit tests/e2e
