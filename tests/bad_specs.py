@@ -162,6 +162,49 @@ BAD_CASES: list[BadCase] = [
         _set("spec.trialTemplate.spec.restartPolicy", "Always"),
         "spec.trialTemplate.spec.restartPolicy",
     ),
+    BadCase("warm-start-with-nothing", _set("spec.warmStart", {}), "spec.warmStart.configurations"),
+    BadCase(
+        "warm-start-from-empty-name",
+        _set("spec.warmStart", {"fromStudy": ""}),
+        "spec.warmStart.fromStudy",
+    ),
+]
+
+# Refused by `rheostat validate` and by the operator when it reads the study, but not
+# at admission: a configuration's values are untyped, so CEL cannot see them (like a
+# categorical's values; see rheostat.spec.Rule).
+_WARM = "spec.warmStart.configurations"
+OPERATOR_ONLY_CASES: list[BadCase] = [
+    BadCase(
+        "warm-start-unknown-parameter",
+        _set("spec.warmStart", {"configurations": [{"lr": 0.1}, {"lr": 0.1, "dropout": 0.5}]}),
+        f"{_WARM}[1].dropout",
+    ),
+    BadCase(
+        "warm-start-value-out-of-range",
+        _set("spec.warmStart", {"configurations": [{"momentum": 0.5}, {"lr": 3.0}]}),
+        f"{_WARM}[1].lr",
+    ),
+    BadCase(
+        "warm-start-not-a-choice",
+        _set("spec.warmStart", {"configurations": [{"optimizer": "rmsprop"}]}),
+        f"{_WARM}[0].optimizer",
+    ),
+    BadCase(
+        "warm-start-fractional-int",
+        _set("spec.warmStart", {"configurations": [{"layers": 2.5}]}),
+        f"{_WARM}[0].layers",
+    ),
+    BadCase(
+        "warm-start-string-for-a-number",
+        _set("spec.warmStart", {"configurations": [{"momentum": "0.5"}]}),
+        f"{_WARM}[0].momentum",
+    ),
+    BadCase(
+        "warm-start-empty-configuration",
+        _set("spec.warmStart", {"configurations": [{}]}),
+        f"{_WARM}[0]",
+    ),
 ]
 
 

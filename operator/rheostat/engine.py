@@ -30,7 +30,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from rheostat import ledger, lr_phase, lr_range
+from rheostat import ledger, lr_phase, lr_range, warm_start
 from rheostat.events import (
     Action,
     Counts,
@@ -102,6 +102,7 @@ class Engine:
     lr_error: str | None = None
     exhausted: bool = False
     failure_reason: str | None = None
+    warnings: list[str] = field(default_factory=list)  # for the backend to log or emit
     # Per process on purpose: a test started by a tuner that died is started again.
     _lr_test_started: bool = False
 
@@ -109,7 +110,12 @@ class Engine:
 
     @classmethod
     def open(
-        cls, spec: StudySpec, study: optuna.Study, *, adopt: Mapping[int, float] | None = None
+        cls,
+        spec: StudySpec,
+        study: optuna.Study,
+        *,
+        adopt: Mapping[int, float] | None = None,
+        seeds: Sequence[TrialRecord] = (),
     ) -> Engine:
         """Build an engine over an Optuna study, resuming whatever it already holds.
 
@@ -117,7 +123,9 @@ class Engine:
         closed as interrupted and their parameters queued to run again, unless the
         backend still sees them run (`adopt`: number -> launch time), as a Job that
         outlived an operator restart does. An adopted trial's timeout restarts with
-        the backend's next Started event.
+        the backend's next Started event. A fresh study is first told `seeds`, the
+        finished trials of `spec.warmStart.fromStudy`, and its configurations are
+        queued (see :mod:`rheostat.warm_start`).
         """
         outcome = lr_phase.restore(spec, study.user_attrs.get(ATTR_LR_RANGE))
         result = outcome.result if outcome else None
@@ -133,6 +141,9 @@ class Engine:
             lr_result=result,
             lr_error=outcome.error if outcome else None,
         )
+        source = spec.warm_start.from_study if spec.warm_start else None
+        engine.warnings = warm_start.seed(study, space, seeds, source or "")
+        warm_start.enqueue(study, spec, space)
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if adopt is not None and trial.number in adopt:
                 engine.running[trial.number] = _Running(

@@ -99,9 +99,8 @@ def best(trials: list[TrialView], direction: str) -> TrialView | None:
 
 def record(trial: FrozenTrial, space: SearchSpace, started_at: float) -> TrialRecord:
     """The stored form of one trial, for a backend to persist after each change."""
-    state: TrialOutcome = (
-        "running" if trial.state == TrialState.RUNNING else outcome(trial) or "failed"
-    )
+    # The Optuna state, whatever the kind: a seeded trial is stored complete or pruned.
+    state: TrialOutcome = next((k for k, st in _STATES.items() if st == trial.state), "failed")
     return TrialRecord(
         number=trial.number,
         params=space.complete(trial.params),

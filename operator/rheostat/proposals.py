@@ -69,10 +69,11 @@ class Proposer:
         return None
 
     def tried(self, exclude: int | None = None) -> set[PointKey]:
-        """Points that ran or run (failed ones may be proposed again)."""
+        """Points that ran, run or were seeded (failed ones may be proposed again)."""
         keys = set()
         for trial in self.study.get_trials(deepcopy=False):
-            if trial.number == exclude or outcome(trial) in {None, "failed"}:
+            told = trial.user_attrs.get(ATTR_KIND) == "seeded"  # an earlier study's point
+            if trial.number == exclude or (outcome(trial) in {None, "failed"} and not told):
                 continue
             if set(self.space.distributions) <= set(trial.params):
                 keys.add(self.space.key(trial.params))

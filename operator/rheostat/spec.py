@@ -369,6 +369,39 @@ class TrialTemplate(BaseModel):
     spec: PodSpec = Field(description="Pod spec of a trial.")
 
 
+class WarmStart(SpecModel):
+    """What a study knows before its first trial: configurations to try, an earlier study.
+
+    Configurations run first, as ordinary trials that count against maxTrials. An
+    earlier study's finished trials are told to the sampler and never re-run; they
+    cost no compute here, so they do not count against maxTrials either.
+    """
+
+    configurations: list[dict[str, Scalar]] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Parameter sets to run first, in order (a parameter left out is sampled).",
+    )
+    from_study: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="Earlier study whose finished trials seed the sampler: on a cluster the "
+        "name of a TuningStudy in the same namespace; locally the path of its results.json "
+        "or study.db (relative to the working directory).",
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="(has(self.configurations) && size(self.configurations) > 0) "
+            "|| has(self.fromStudy)",
+            message="warmStart needs configurations, fromStudy or both",
+            check=lambda w: bool(w.configurations) or w.from_study is not None,
+            field=".configurations",
+        ),
+    )
+
+
 class StudySpec(SpecModel):
     """The whole study: what to optimise, over which space, with which budget."""
 
@@ -390,6 +423,9 @@ class StudySpec(SpecModel):
         default_factory=MetricsSpec, description="How trial metrics are read."
     )
     trial_template: TrialTemplate = Field(description="Pod template of each trial.")
+    warm_start: WarmStart | None = Field(
+        default=None, description="Configurations to run first and an earlier study to learn from."
+    )
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
@@ -553,9 +589,54 @@ def _duplicate_names(spec: StudySpec) -> list[SpecProblem]:
     return problems
 
 
+def _value_problem(parameter: Parameter, value: Scalar) -> str | None:
+    """Why `value` is not a point of `parameter`'s range, or None if it is."""
+    if parameter.type == "categorical":
+        choices = parameter.values or []
+        if any(value == c and isinstance(value, bool) == isinstance(c, bool) for c in choices):
+            return None
+        return f"{value!r} is not one of {choices!r}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"must be a number, not {value!r}"
+    if parameter.type == "int" and not float(value).is_integer():
+        return f"must be a whole number, not {value!r}"
+    if parameter.min is None or parameter.max is None:
+        return None  # the parameter itself is reported
+    if not parameter.min <= value <= parameter.max:
+        return f"{value!r} is outside [{parameter.min:g}, {parameter.max:g}]"
+    return None
+
+
+def _warm_start_problems(spec: StudySpec) -> list[SpecProblem]:
+    """Each configuration must be a point of the search space.
+
+    Python only, like a categorical's values: the values are untyped, so the API
+    server cannot check them, and the operator refuses such a study when it reads it.
+    """
+    if spec.warm_start is None:
+        return []
+    by_name = {p.name: p for p in spec.parameters}
+    problems = []
+    for index, configuration in enumerate(spec.warm_start.configurations):
+        path = f"spec.warmStart.configurations[{index}]"
+        if not configuration:
+            problems.append(SpecProblem(path, "a configuration needs at least one parameter"))
+        for name, value in configuration.items():
+            parameter = by_name.get(name)
+            message = (
+                "not a parameter of the study"
+                if parameter is None
+                else _value_problem(parameter, value)
+            )
+            if message is not None:
+                problems.append(SpecProblem(f"{path}.{name}", message))
+    return problems
+
+
 def semantic_problems(study: TuningStudy) -> list[SpecProblem]:
     """Cross-field problems of a structurally valid study."""
-    return _rule_problems(study.spec, "spec") + _duplicate_names(study.spec)
+    spec = study.spec
+    return _rule_problems(spec, "spec") + _duplicate_names(spec) + _warm_start_problems(spec)
 
 
 def _without_nulls(value: Any) -> Any:

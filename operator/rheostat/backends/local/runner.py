@@ -30,6 +30,7 @@ from rheostat.backends.local.process import (
     stop_all,
 )
 from rheostat.backends.local.progress import ProgressDisplay
+from rheostat.backends.local.seeds import SeedError, load_seeds, report_skipped
 from rheostat.contract import LR_RANGE_TEST_NUMBER, MODE_LR_RANGE_TEST, lr_curve, trial_env
 from rheostat.engine import (
     ATTR_SPEC,
@@ -138,7 +139,14 @@ class LocalRunner:
             raise LocalRunError(str(error)) from None
         try:
             optuna_study = open_study(study, self.workdir, fresh=options.fresh)
-            self.engine = Engine.open(study.spec, optuna_study)
+            # Seeds are read once, into a fresh study; a resumed one keeps them in SQLite.
+            fresh_study = not optuna_study.get_trials(deepcopy=False)
+            seeds = load_seeds(study.spec) if fresh_study else []
+            self.engine = Engine.open(study.spec, optuna_study, seeds=seeds)
+            report_skipped(self.engine.warnings)
+        except SeedError as error:
+            self.lock.release()
+            raise LocalRunError(str(error)) from None
         except BaseException:
             self.lock.release()
             raise

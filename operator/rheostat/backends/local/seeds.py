@@ -1,0 +1,98 @@
+"""Reading an earlier local study for `spec.warmStart.fromStudy`.
+
+The core seeds a study from plain :class:`TrialRecord`s; this module is the local
+I/O that produces them, from either file a local run leaves behind: its
+results.json (every counted trial, portable) or its study.db (the Optuna store).
+Only counted trials are read: an earlier study's retried attempts, skipped
+duplicates and its own seeds are not its findings.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from rheostat.engine import TrialRecord
+from rheostat.ledger import ATTR_KIND
+from rheostat.spec import StudySpec
+
+
+class SeedError(ValueError):
+    """The earlier study cannot be read; the run stops before touching anything."""
+
+
+def load_seeds(spec: StudySpec) -> list[TrialRecord]:
+    """The earlier study's trials, or [] when the spec names none."""
+    source = spec.warm_start.from_study if spec.warm_start else None
+    if source is None:
+        return []
+    path = Path(source)
+    if not path.is_file():
+        raise SeedError(f"spec.warmStart.fromStudy: {source} is not a file")
+    if path.suffix == ".json":
+        return _from_results(path, spec)
+    return _from_database(path)
+
+
+def _from_results(path: Path, spec: StudySpec) -> list[TrialRecord]:
+    try:
+        document = json.loads(path.read_text())
+        metric = document["objective"]["metric"]
+        trials: list[dict[str, Any]] = document["trials"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SeedError(f"spec.warmStart.fromStudy: {path} is no results.json: {error}") from None
+    if metric != spec.objective.metric:
+        # Another metric's values would mislead the sampler, not warm it up.
+        raise SeedError(
+            f"spec.warmStart.fromStudy: {path} optimised {metric!r}, "
+            f"this study {spec.objective.metric!r}"
+        )
+    return [
+        TrialRecord(
+            number=int(t["number"]),
+            params=t["params"],
+            state=t["state"],
+            value=t.get("value"),
+            intermediate={int(k): float(v) for k, v in (t.get("intermediate") or {}).items()},
+        )
+        for t in trials
+    ]
+
+
+def _from_database(path: Path) -> list[TrialRecord]:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{path}")
+    try:
+        summaries = optuna.get_all_study_summaries(storage)
+        if len(summaries) != 1:
+            raise SeedError(
+                f"spec.warmStart.fromStudy: {path} holds {len(summaries)} studies, not one"
+            )
+        study = optuna.load_study(study_name=summaries[0].study_name, storage=storage)
+        trials = study.get_trials(deepcopy=False)
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()
+    states = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}
+    return [
+        TrialRecord(
+            number=t.number,
+            params=t.params,
+            state=states[t.state],  # type: ignore[arg-type]
+            value=t.value,
+            intermediate=dict(t.intermediate_values),
+        )
+        for t in trials
+        if t.state in states and t.user_attrs.get(ATTR_KIND, "counted") == "counted"
+    ]
+
+
+def report_skipped(warnings: list[str]) -> None:
+    """Seeds the space cannot hold are not fatal; the user still hears of each."""
+    for warning in warnings:
+        print(f"warning: warm start {warning}", file=sys.stderr)

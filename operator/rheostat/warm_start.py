@@ -1,0 +1,136 @@
+"""Warm start: what a study knows before its first trial.
+
+Two sources, both optional (`spec.warmStart`):
+
+- *configurations* are enqueued (Optuna `enqueue_trial`) and run first as ordinary,
+  counted trials. Enqueueing is idempotent: a configuration is queued only if no
+  trial of the study (waiting, running or finished) already has its values, so a
+  study reopened from SQLite or rebuilt from TuningTrials after an operator restart
+  never runs one twice.
+- an earlier study's finished trials, handed over by a backend as plain
+  :class:`TrialRecord`s, are *told* to the sampler (`add_trial`) and never re-run.
+  They are marked `kind="seeded"`, so the budget and every reader leave them out:
+  they cost this study no compute, so they do not count against maxTrials.
+
+Pure: no I/O. Reading results.json, study.db or TuningTrials is the backends' job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from rheostat.events import TrialRecord
+from rheostat.ledger import ATTR_KIND, ATTR_REASON
+from rheostat.space import SearchSpace
+from rheostat.spec import Scalar, StudySpec
+
+SEEDED = "seeded"
+ATTR_WARM = "rheostat:warmStart"  # index of the configuration a trial ran
+
+_TOLD = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED}
+
+
+def enqueue(study: optuna.Study, spec: StudySpec, space: SearchSpace) -> int:
+    """Queue every configuration that no trial has yet; returns how many were queued.
+
+    Values of parameters the space holds fixed (an LR range test's `fix`) are left
+    out: every trial has those, and they are no part of a trial's sampled values.
+    """
+    if spec.warm_start is None:
+        return 0
+    trials = study.get_trials(deepcopy=False)
+    queued = 0
+    for index, given in enumerate(spec.warm_start.configurations):
+        configuration = {k: v for k, v in given.items() if k in space.distributions}
+        if not configuration or any(_has_values(_values(t), configuration) for t in trials):
+            continue
+        study.enqueue_trial(configuration, user_attrs={ATTR_WARM: index})
+        queued += 1
+    return queued
+
+
+def seed(
+    study: optuna.Study, space: SearchSpace, records: Sequence[TrialRecord], source: str
+) -> list[str]:
+    """Tell the sampler an earlier study's finished trials; returns a warning per skip.
+
+    Only a study with no trials yet is seeded: a resumed local study keeps its seeds
+    in SQLite, and the operator rebuilds them from this study's own records.
+    Failed, running and retried trials carry no value and are ignored silently; a
+    trial with a parameter the current space does not hold (unknown, or outside its
+    range or choices) is skipped with a warning, as the sampler cannot place it.
+    """
+    if study.get_trials(deepcopy=False):
+        return []
+    warnings = []
+    for stored in records:
+        state = _TOLD.get(stored.state)
+        value = stored.value
+        if state is TrialState.PRUNED and value is None and stored.intermediate:
+            value = stored.intermediate[max(stored.intermediate)]
+        if state is None or stored.kind != "counted" or value is None:
+            continue
+        params = {k: v for k, v in stored.params.items() if k not in space.fixed}
+        problem = _outside(space.distributions, params)
+        if problem is not None:
+            warnings.append(f"skipped trial {stored.number} of {source}: {problem}")
+            continue
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                value=value,
+                params=params,
+                distributions={k: space.distributions[k] for k in params},
+                user_attrs={ATTR_KIND: SEEDED, ATTR_REASON: f"seeded from {source}"},
+                intermediate_values=dict(stored.intermediate),
+            )
+        )
+    return warnings
+
+
+def seeded(study: optuna.Study) -> int:
+    """How many trials of the study were told from an earlier study."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get(ATTR_KIND) == SEEDED)
+
+
+def _values(trial: FrozenTrial) -> Mapping[str, object]:
+    """A trial's values; a queued trial has none yet, only those it was queued with."""
+    if trial.state == TrialState.WAITING:
+        return dict(trial.system_attrs.get("fixed_params", {}))
+    return trial.params
+
+
+def _has_values(params: Mapping[str, object], configuration: Mapping[str, Scalar]) -> bool:
+    return all(
+        name in params
+        and params[name] == value
+        and isinstance(params[name], bool) == isinstance(value, bool)
+        for name, value in configuration.items()
+    )
+
+
+def _outside(
+    distributions: Mapping[str, BaseDistribution], params: Mapping[str, Scalar]
+) -> str | None:
+    """Why `params` is no point of the space (None if it is one)."""
+    missing = sorted(set(distributions) - set(params))
+    if missing:
+        return f"it has no value for {', '.join(missing)}"
+    for name, value in params.items():
+        distribution = distributions.get(name)
+        if distribution is None:
+            return f"{name} is not a parameter of this study"
+        if isinstance(distribution, CategoricalDistribution):
+            if value not in distribution.choices:
+                return f"{name}={value!r} is not one of {list(distribution.choices)!r}"
+            continue
+        low, high = getattr(distribution, "low", None), getattr(distribution, "high", None)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"{name}={value!r} is not a number"
+        if low is not None and high is not None and not low <= value <= high:
+            return f"{name}={value!r} is outside [{low:g}, {high:g}]"
+    return None

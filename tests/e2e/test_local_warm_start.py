@@ -1,0 +1,81 @@
+"""A local study warm-started from an earlier local run: told its trials, runs none again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from rheostat.backends.local.report import StudyResults, write_results
+from rheostat.backends.local.runner import LocalRunError, LocalRunner, RunOptions
+from rheostat.engine import Engine
+from rheostat.spec import study_from_mapping
+from tests.studies import synthetic_study
+
+CONFIG = {"lr": 0.05, "momentum": 0.5, "layers": 2, "optimizer": "adam"}
+
+
+def run_local(document: dict[str, object], workdir: Path) -> Engine:
+    study = study_from_mapping(document)
+    with LocalRunner(study, RunOptions(workdir=workdir, show_progress=False)) as runner:
+        engine = runner.run()
+        write_results(StudyResults.from_engine(engine), workdir)
+        return engine
+
+
+@pytest.mark.parametrize("source", ["results.json", "study.db"])
+def test_a_study_warm_started_from_an_earlier_run(source: str, tmp_path: Path) -> None:
+    earlier = run_local(synthetic_study("before", args=["--steps", "2"]), tmp_path / "before")
+    old = [t.params for t in earlier.trials()]
+    assert len(old) == 6
+
+    document = synthetic_study(
+        "after", args=["--steps", "2"], budget={"maxTrials": 3, "parallelism": 1}
+    )
+    document["spec"]["warmStart"] = {
+        "configurations": [CONFIG],
+        "fromStudy": str(tmp_path / "before" / source),
+    }
+    engine = run_local(document, tmp_path / "after")
+
+    assert engine.phase == "Succeeded"
+    # The sampler holds the old trials, told and marked, but they are not this study's.
+    told = [t for t in engine.study.get_trials() if t.user_attrs.get("rheostat:kind") == "seeded"]
+    assert sorted(t.values for t in told) == sorted([t.value] for t in earlier.trials())
+    assert all(t.state == TrialState.COMPLETE for t in told)
+    trials = engine.trials()
+    assert len(trials) == 3
+    assert engine.counts().finished == 3
+    # The configuration ran first; no old trial ran again: 3 trainers ran, none old.
+    assert trials[0].params == CONFIG
+    assert len(list((tmp_path / "after" / "trials").glob("t*"))) == 3
+    assert not [t.params for t in trials if t.params in old]
+    results = json.loads((tmp_path / "after" / "results.json").read_text())
+    assert [t["number"] for t in results["trials"]] == [t.number for t in trials]
+
+
+def test_a_missing_earlier_study_stops_the_run_before_any_trial(tmp_path: Path) -> None:
+    document = synthetic_study("after")
+    document["spec"]["warmStart"] = {"fromStudy": str(tmp_path / "nowhere" / "results.json")}
+    with pytest.raises(LocalRunError, match=r"spec\.warmStart\.fromStudy"):
+        run_local(document, tmp_path / "after")
+    assert not (tmp_path / "after" / "trials").exists()
+
+
+def test_a_resumed_warm_study_reads_its_seeds_from_its_own_store(tmp_path: Path) -> None:
+    run_local(synthetic_study("before", args=["--steps", "2"]), tmp_path / "before")
+    document = synthetic_study("after", args=["--steps", "2"], budget={"maxTrials": 2})
+    document["spec"]["warmStart"] = {"fromStudy": str(tmp_path / "before" / "study.db")}
+    run_local(document, tmp_path / "after")
+    (tmp_path / "before" / "study.db").unlink()  # gone: a resume must not need it
+    document["spec"]["budget"] = {"maxTrials": 4}
+    engine = run_local(document, tmp_path / "after")
+    stored = optuna.load_study(
+        study_name="after", storage=f"sqlite:///{tmp_path / 'after' / 'study.db'}"
+    )
+    kinds = [t.user_attrs.get("rheostat:kind", "counted") for t in stored.get_trials()]
+    assert kinds.count("seeded") == 6
+    assert engine.counts().finished == 4
