@@ -165,6 +165,7 @@ class Engine:
         spec: StudySpec,
         records: Sequence[TrialRecord],
         lr_range_test: Mapping[str, Any] | None = None,
+        seeds: Sequence[TrialRecord] = (),
     ) -> Engine:
         """An engine over an in-memory Optuna study rebuilt from stored trial records.
 
@@ -172,7 +173,8 @@ class Engine:
         trial, and the study is replayed from them. Numbers with no record (skipped
         duplicate proposals) are filled so Optuna's numbers stay the trials' numbers.
         The sampler is re-seeded past the trials so far, so a seeded study does not
-        propose its first parameters again.
+        propose its first parameters again. `seeds` are the trials of
+        `spec.warmStart.fromStudy`, told first (see :func:`warm_start.reseed`).
         """
         study = optuna.create_study(direction=spec.objective.direction)
         if lr_range_test is not None:
@@ -181,7 +183,8 @@ class Engine:
         result = outcome.result if outcome else None
         space = build_space(spec.parameters, lr_phase.override(spec, result) if result else None)
         by_number = {r.number: r for r in records}
-        for number in range(max(by_number, default=-1) + 1):
+        told = warm_start.reseed(study, spec, space, seeds, min(by_number)) if records else []
+        for number in range(len(study.trials), max(by_number, default=-1) + 1):
             stored = by_number.get(number)
             trial = ledger.placeholder() if stored is None else ledger.frozen(stored, space)
             study.add_trial(trial)
@@ -191,7 +194,9 @@ class Engine:
                 update={"algorithm": spec.algorithm.model_copy(update={"seed": seed})}
             )
         running = {r.number: r.started_at for r in records if r.state == "running"}
-        return cls.open(spec, study, adopt=running)
+        engine = cls.open(spec, study, adopt=running, seeds=seeds)
+        engine.warnings += told
+        return engine
 
     # ----- the two entry points --------------------------------------------------------
 
@@ -309,6 +314,8 @@ class Engine:
             status["lrRangeTest"] = {"error": self.lr_error}
         if self.failure_reason:
             status["reason"] = self.failure_reason
+        if told := warm_start.seeded(self.study):
+            status["warmStart"] = {"seeded": told}  # told the sampler, not counted above
         return status
 
     # ----- LR range test ---------------------------------------------------------------

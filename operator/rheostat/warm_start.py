@@ -54,7 +54,11 @@ def enqueue(study: optuna.Study, spec: StudySpec, space: SearchSpace) -> int:
 
 
 def seed(
-    study: optuna.Study, space: SearchSpace, records: Sequence[TrialRecord], source: str
+    study: optuna.Study,
+    space: SearchSpace,
+    records: Sequence[TrialRecord],
+    source: str,
+    limit: int | None = None,
 ) -> list[str]:
     """Tell the sampler an earlier study's finished trials; returns a warning per skip.
 
@@ -63,11 +67,14 @@ def seed(
     Failed, running and retried trials carry no value and are ignored silently; a
     trial with a parameter the current space does not hold (unknown, or outside its
     range or choices) is skipped with a warning, as the sampler cannot place it.
+    At most `limit` trials are told (see :func:`reseed`).
     """
     if study.get_trials(deepcopy=False):
         return []
     warnings = []
-    for stored in records:
+    for stored in sorted(records, key=lambda r: r.number):
+        if limit is not None and len(study.get_trials(deepcopy=False)) >= limit:
+            break
         state = _TOLD.get(stored.state)
         value = stored.value
         if state is TrialState.PRUNED and value is None and stored.intermediate:
@@ -90,6 +97,27 @@ def seed(
             )
         )
     return warnings
+
+
+def reseed(
+    study: optuna.Study,
+    spec: StudySpec,
+    space: SearchSpace,
+    seeds: Sequence[TrialRecord],
+    first_own: int,
+) -> list[str]:
+    """Tell the seeds again to a study rebuilt from its own records (the operator).
+
+    Seeds are not stored as TuningTrials; they took the study's first trial numbers,
+    before its own trials, so they are told again from the same source into the
+    empty study, at most `first_own` of them (the lowest number of a stored trial).
+    Should the earlier study have lost trials since, the numbers left over are
+    filled as skipped proposals: the study's own trials keep their numbers.
+    """
+    source = spec.warm_start.from_study if spec.warm_start else None
+    if source is None:
+        return []
+    return seed(study, space, seeds, source, limit=first_own)
 
 
 def seeded(study: optuna.Study) -> int:

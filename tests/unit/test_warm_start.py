@@ -146,3 +146,20 @@ def test_a_configuration_equal_to_a_seeded_trial_is_not_run() -> None:
     engine = Engine.open(spec, optuna.create_study(direction="minimize"), seeds=seeds)
     first = starts(engine.next_actions(0.0))
     assert [s.params for s in first] == [FIRST]
+
+
+@pytest.mark.parametrize("available", [3, 2])
+def test_the_operator_tells_the_seeds_again_before_its_own_trials(available: int) -> None:
+    """TuningTrials hold only the study's own trials; the seeds come from the source."""
+    spec = make_spec(warmStart={"fromStudy": "earlier"}, budget={"maxTrials": 3, "parallelism": 1})
+    engine = Engine.rebuild(spec, [], seeds=earlier(3))
+    assert engine.status()["warmStart"] == {"seeded": 3}
+    [start] = starts(engine.next_actions(0.0))
+    assert start.number == 3
+    engine.observe(Finished(3, 0, {"loss": 0.5}), 1.0)
+    # Restarted; the earlier study may have lost a trial since (then number 2 is a gap).
+    rebuilt = Engine.rebuild(spec, [engine.record(3)], seeds=earlier(available))
+    assert rebuilt.status()["warmStart"] == {"seeded": available}
+    assert [t.number for t in rebuilt.trials()] == [3]
+    assert rebuilt.trials()[0].value == 0.5
+    assert [s.number for s in run_to_end(rebuilt)] == [4, 5]

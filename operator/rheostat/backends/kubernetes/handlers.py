@@ -150,6 +150,7 @@ async def drive(
             jobs={j["metadata"]["name"]: j for j in jobs.get(key, [])},
             pods=list(pods.get(key, [])),
             trials=list(trials.get(key, [])),
+            seeds=list(trials.get((namespace, _seed_study(study)), [])),
         )
         try:
             delay = await asyncio.to_thread(drive_once, study, children)
@@ -160,6 +161,12 @@ async def drive(
             delay = ERROR_BACKOFF_SECONDS
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=delay)
+
+
+def _seed_study(study: Mapping[str, Any]) -> str:
+    """The study named by spec.warmStart.fromStudy ("" for none: no study has that name)."""
+    warm = (study.get("spec") or {}).get("warmStart") or {}
+    return str(warm.get("fromStudy") or "")
 
 
 def drive_once(body: Mapping[str, Any], children: Children) -> float:

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rheostat import lr_phase
+from rheostat import lr_phase, warm_start
 from rheostat.backends.kubernetes import manifests as build
 from rheostat.backends.kubernetes.kube import Kube, RefusedError
 from rheostat.backends.kubernetes.observe import (
@@ -73,6 +73,8 @@ class Children:
     jobs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # by name
     pods: Sequence[Mapping[str, Any]] = ()
     trials: Sequence[Mapping[str, Any]] = ()
+    # TuningTrials of spec.warmStart.fromStudy (same namespace): told, never run.
+    seeds: Sequence[Mapping[str, Any]] = ()
 
     def pods_by_owner(self) -> dict[str, list[Mapping[str, Any]]]:
         """Pods by their trial (`t<number>`) or role (`lr-range-test`)."""
@@ -236,14 +238,25 @@ class _Pass:
         trials = self.children.trials
         records = [build.record_from_trial(t) for t in trials]
         stored_lr = ((self.body.get("status") or {}).get("lrRangeTest") or {}).get("curve")
-        engine = Engine.rebuild(self.spec, records, stored_lr)
+        seeds = [build.record_from_trial(t) for t in self.children.seeds]
+        engine = Engine.rebuild(self.spec, records, stored_lr, seeds)
         runtime = _Runtime(engine=engine, lr_curve=stored_lr)
         for trial in trials:
             runtime.persisted[int(trial["spec"]["number"])] = dict(trial.get("status") or {})
         self.owner.runtimes[uid] = runtime
         if records:
             self._event("Normal", "Resumed", f"rebuilt the study from {len(records)} TuningTrials")
+        self._warm_start_events(engine)
         return runtime
+
+    def _warm_start_events(self, engine: Engine) -> None:
+        source = self.spec.warm_start.from_study if self.spec.warm_start else None
+        if source is None:
+            return
+        for warning in engine.warnings:
+            self._event("Warning", "WarmStartSkipped", warning)
+        told = warm_start.seeded(engine.study)
+        self._event("Normal", "WarmStarted", f"told the sampler {told} trials of study {source}")
 
     # ----- observing ----------------------------------------------------------------
 
