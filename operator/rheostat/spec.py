@@ -388,7 +388,7 @@ class WarmStart(SpecModel):
         max_length=1024,
         description="Earlier study whose finished trials seed the sampler: on a cluster the "
         "name of a TuningStudy in the same namespace; locally the path of its results.json "
-        "or study.db (relative to the working directory).",
+        "or study.db, or its name (then runs/<name>/study.db, a local run's default).",
     )
 
     rules: ClassVar[tuple[Rule, ...]] = (

@@ -79,3 +79,15 @@ def test_a_resumed_warm_study_reads_its_seeds_from_its_own_store(tmp_path: Path)
     kinds = [t.user_attrs.get("rheostat:kind", "counted") for t in stored.get_trials()]
     assert kinds.count("seeded") == 6
     assert engine.counts().finished == 4
+
+
+def test_a_study_name_means_its_default_work_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    run_local(synthetic_study("before", args=["--steps", "2"]), Path("runs/before"))
+    document = synthetic_study("after", args=["--steps", "2"], budget={"maxTrials": 2})
+    document["spec"]["warmStart"] = {"fromStudy": "before"}
+    engine = run_local(document, Path("runs/after"))
+    assert engine.status()["warmStart"] == {"seeded": 6}
+    assert engine.counts().finished == 2

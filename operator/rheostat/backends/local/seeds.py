@@ -27,13 +27,23 @@ class SeedError(ValueError):
 
 
 def load_seeds(spec: StudySpec) -> list[TrialRecord]:
-    """The earlier study's trials, or [] when the spec names none."""
+    """The earlier study's trials, or [] when the spec names none.
+
+    `fromStudy` is a path to a results.json or study.db, or, as on a cluster, a
+    study's name: then the study.db in its default work folder (runs/<name>/).
+    """
     source = spec.warm_start.from_study if spec.warm_start else None
     if source is None:
         return []
     path = Path(source)
+    if not path.is_file() and "/" not in source:
+        # A study name, as on a cluster: the earlier run's default work folder.
+        path = Path("runs") / source / "study.db"
     if not path.is_file():
-        raise SeedError(f"spec.warmStart.fromStudy: {source} is not a file")
+        raise SeedError(
+            f"spec.warmStart.fromStudy: {source} is neither a results.json or study.db "
+            f"file nor a study run here (no {path})"
+        )
     if path.suffix == ".json":
         return _from_results(path, spec)
     return _from_database(path)
