@@ -170,6 +170,15 @@ BAD_CASES: list[BadCase] = [
     ),
 ]
 
+
+def _both(*patches: Callable[[Document], None]) -> Callable[[Document], None]:
+    def apply(doc: Document) -> None:
+        for patch in patches:
+            patch(doc)
+
+    return apply
+
+
 # Refused by `rheostat validate` and by the operator when it reads the study, but not
 # at admission: a configuration's values are untyped, so CEL cannot see them (like a
 # categorical's values; see rheostat.spec.Rule).
@@ -199,6 +208,21 @@ OPERATOR_ONLY_CASES: list[BadCase] = [
         "warm-start-string-for-a-number",
         _set("spec.warmStart", {"configurations": [{"momentum": "0.5"}]}),
         f"{_WARM}[0].momentum",
+    ),
+    BadCase(
+        "warm-start-off-the-step",
+        _both(
+            _param(1, step=0.11), _set("spec.warmStart", {"configurations": [{"momentum": 0.3}]})
+        ),
+        f"{_WARM}[0].momentum",
+    ),
+    BadCase(
+        "warm-start-partial-configuration-in-a-grid",
+        _both(
+            _set("spec.algorithm", {"name": "grid"}),
+            _set("spec.warmStart", {"configurations": [{"lr": 0.1}]}),
+        ),
+        f"{_WARM}[0]",
     ),
     BadCase(
         "warm-start-empty-configuration",

@@ -604,6 +604,9 @@ def _value_problem(parameter: Parameter, value: Scalar) -> str | None:
         return None  # the parameter itself is reported
     if not parameter.min <= value <= parameter.max:
         return f"{value!r} is outside [{parameter.min:g}, {parameter.max:g}]"
+    step = parameter.step
+    if step is not None and value != parameter.min and not _divides(step, value - parameter.min):
+        return f"{value!r} is not min + a whole number of steps of {parameter.step:g}"
     return None
 
 
@@ -621,6 +624,11 @@ def _warm_start_problems(spec: StudySpec) -> list[SpecProblem]:
         path = f"spec.warmStart.configurations[{index}]"
         if not configuration:
             problems.append(SpecProblem(path, "a configuration needs at least one parameter"))
+        missing = [name for name in by_name if name not in configuration]
+        if spec.algorithm.name == "grid" and configuration and missing:
+            problems.append(
+                SpecProblem(path, f"a grid search needs every parameter: missing {missing}")
+            )
         for name, value in configuration.items():
             parameter = by_name.get(name)
             message = (

@@ -163,3 +163,22 @@ def test_the_operator_tells_the_seeds_again_before_its_own_trials(available: int
     assert [t.number for t in rebuilt.trials()] == [3]
     assert rebuilt.trials()[0].value == 0.5
     assert [s.number for s in run_to_end(rebuilt)] == [4, 5]
+
+
+def test_a_grid_runs_its_configurations_first_and_every_point_once() -> None:
+    configurations: list[dict[str, Scalar]] = [
+        {"x": 0.3, "optimizer": "adam"},
+        {"x": 0.6, "optimizer": "sgd"},
+    ]
+    spec = make_spec(
+        algorithm={"name": "grid"},
+        parameters=[
+            {"name": "x", "type": "float", "min": 0.0, "max": 0.6, "step": 0.3},
+            {"name": "optimizer", "type": "categorical", "values": ["sgd", "adam"]},
+        ],
+        warmStart={"configurations": configurations},
+        budget={"maxTrials": 6, "parallelism": 1},
+    )
+    launched = [s.params for s in run_to_end(open_engine(spec))]
+    assert launched[:2] == configurations
+    assert len({(p["x"], p["optimizer"]) for p in launched}) == 6
