@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "DEFAULT_RULE",
     "MIN_USABLE_POINTS",
     "SUGGESTION_RULES",
     "LrRangeError",
@@ -59,6 +60,13 @@ _MAX_END_TRIM = 5
 #: ``slide``: a window's gradient counts as "settled" when it changes by less than
 #: this, measured in fractions of the curve's loss range per e-fold of lr.
 _SLIDE_THRESHOLD = 0.05
+
+#: Narrowing stops this factor (half a decade) below the lr of the lowest loss.
+_HALF_DECADE = math.sqrt(10.0)
+
+#: The rule a study uses unless it names one (the spec's default): ``minimum``
+#: was the only rule in the good band on 3 of 4 workloads (bench/lr_advice.py).
+DEFAULT_RULE = "minimum"
 
 _Array = npt.NDArray[np.float64]
 
@@ -292,7 +300,7 @@ def _trim(n: int) -> slice:
 def analyse(
     lrs: Sequence[float],
     losses: Sequence[float],
-    rule: str = "valley",
+    rule: str = DEFAULT_RULE,
     beta: float = 0.98,
     *,
     bounds: tuple[float, float] | None = None,
@@ -352,10 +360,13 @@ def narrowed_bounds(
     ``low = suggested / 10``: one decade below the suggestion still trains (just
     slower), and "an order of magnitude below the minimum" is the classic rule of
     thumb, so the optimum is very unlikely to lie further down.
-    ``high = min(lr_at_min_loss, suggested * 10)``: at and beyond the loss minimum
-    the loss is already rising towards divergence, so no constant lr above it is
-    worth a trial; a decade above the suggestion bounds the search symmetrically
-    (in log space) when the minimum is far to the right.
+    ``high = min(max(suggested, lr_at_min_loss / sqrt(10)), suggested * 10)``: the
+    sweep reaches its loss minimum after a short ramp, and a whole training run at
+    a *constant* lr becomes unstable well before that point, so the range stops
+    half a decade below the minimum (bench/lr_advice.py measured the good band
+    0.7 to 1.8 decades below it on four workloads); it never excludes the
+    suggestion itself, and a decade above the suggestion bounds it when the
+    minimum is far to the right.
 
     The result is intersected with the user's ``[low, high]`` (narrowing never
     widens). If that leaves nothing, or a range too thin to search
@@ -363,7 +374,8 @@ def narrowed_bounds(
     disagrees with the user's range is reported, not obeyed.
     """
     new_low = max(suggested_lr / 10.0, low)
-    new_high = min(lr_at_min_loss, suggested_lr * 10.0, high)
+    ceiling = max(suggested_lr, lr_at_min_loss / _HALF_DECADE)
+    new_high = min(ceiling, suggested_lr * 10.0, high)
     if not (math.isfinite(new_low) and math.isfinite(new_high)) or new_high <= new_low * 1.01:
         return low, high
     return new_low, new_high

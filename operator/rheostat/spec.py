@@ -238,7 +238,7 @@ class LrRangeTest(SpecModel):
         default=100, ge=10, le=1000, description="Number of batches the LR is raised over."
     )
     suggestion: Literal["valley", "steep", "minimum", "slide"] = Field(
-        default="valley", description="Rule that turns the loss curve into a learning rate."
+        default="minimum", description="Rule that turns the loss curve into a learning rate."
     )
     apply: Literal["narrow", "fix", "report"] = Field(
         default="narrow",

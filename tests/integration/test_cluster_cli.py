@@ -141,7 +141,7 @@ def _check_describe(status: dict[str, Any], where: list[str], cwd: Path) -> None
     best = status["bestTrial"]
     assert "clisyn: tpe" in text
     assert f"Best trial #{best['number']}: loss={best['value']:.5g}" in text
-    assert "LR range test: valley suggestion" in text
+    assert "LR range test: minimum suggestion" in text
     assert "Complete=True BudgetSpent" in text
     assert "TrialCompleted" in text
 

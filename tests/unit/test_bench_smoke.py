@@ -140,3 +140,28 @@ def test_sampler_latency_has_every_sampler(smoke_results: Path) -> None:
     measured = [r for r in summary["rows"] if r["median_seconds_per_ask"] is not None]
     assert measured
     assert all(r["median_seconds_per_ask"] > 0 for r in measured)
+
+
+@pytest.mark.slow
+def test_lr_advice_scores_every_rule(tmp_path: Path) -> None:
+    """bench/lr_advice.py --smoke: ground-truth grid, LR tests, scoring and cost, end to end."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RHEOSTAT_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.lr_advice", "--smoke", "--out", str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    summary = _load(tmp_path / "lr_advice.json")
+    assert set(summary["summary"]) == {"valley", "steep", "minimum", "slide"}
+    assert len(summary["workloads"]) >= 4
+    for workload in summary["workloads"]:
+        assert workload["band"]["lrs"], "a band always holds the best grid LR"
+        assert workload["curves"]
+        assert workload["curves"][0]["rules"]["minimum"]["lr"] > 0
+    assert summary["realistic"]["lr_test_share"] > 0
+    assert "## LR test cost" in (tmp_path / "lr_advice.md").read_text(encoding="utf-8")

@@ -111,7 +111,7 @@ def test_the_results_table_of_a_cluster_study_is_a_local_runs() -> None:
     text = table(cluster)
     assert text == table(local)
     assert "Best trial #5: accuracy=0.91235" in text
-    assert "LR range test: valley suggestion" in text
+    assert "LR range test: minimum suggestion" in text
 
 
 def test_a_study_not_yet_reconciled_counts_its_trials() -> None:

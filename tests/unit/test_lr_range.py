@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from rheostat import lr_range
 from rheostat.lr_range import (
+    DEFAULT_RULE,
     SUGGESTION_RULES,
     LrRangeError,
     analyse,
@@ -158,7 +159,7 @@ def test_valley_and_steep_land_about_a_decade_below_the_minimum(
 ) -> None:
     c = 10**log_c
     lrs, losses = run_until_divergence(*synthetic_curve(c, steps=steps, noise=noise, seed=seed))
-    result = analyse(lrs, losses)
+    result = analyse(lrs, losses, rule="valley")
     for rule in ("valley", "steep"):
         offset = math.log10(result.suggestions[rule] / c)
         assert -1.7 <= offset <= 0.3, (rule, offset)
@@ -206,13 +207,13 @@ def test_rules_without_a_descent_raise_and_analyse_falls_back() -> None:
         valley(lrs, rising)
     with pytest.raises(LrRangeError, match="never decreases"):
         steep(lrs, rising)
-    result = analyse(lrs, rising)
+    result = analyse(lrs, rising, rule="valley")
     assert result.rule == "minimum"
     assert "valley" not in result.suggestions
     # Even the smallest lr makes things worse: the range shrinks towards the bottom.
     assert result.suggested_lr == pytest.approx(lrs[4] / 10)
     assert result.lower == lrs[0]
-    assert result.upper == pytest.approx(lrs[4])
+    assert result.upper == pytest.approx(lrs[4] / math.sqrt(10))
 
 
 # ------------------------------------------------------------------ trimming and NaN
@@ -264,7 +265,7 @@ def test_result_is_json_friendly() -> None:
     lrs, losses = run_until_divergence(*synthetic_curve(1e-3, noise=0.01))
     result = analyse(lrs, losses, bounds=(1e-6, 1.0))
     data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
-    assert data["rule"] == "valley"
+    assert data["rule"] == DEFAULT_RULE
     assert data["suggestedLr"] == result.suggested_lr
     assert 1e-6 <= data["lower"] < data["upper"] <= 1.0
     assert len(data["lrs"]) == len(data["losses"]) == len(data["smoothed"])
@@ -274,16 +275,36 @@ def test_result_is_json_friendly() -> None:
 
 
 def test_narrowing_rule() -> None:
-    assert narrowed_bounds(1e-3, 1e-2, 1e-6, 1.0) == pytest.approx((1e-4, 1e-2))
+    half = math.sqrt(10)
+    # The range stops half a decade below the loss minimum.
+    assert narrowed_bounds(1e-3, 1e-2, 1e-6, 1.0) == pytest.approx((1e-4, 1e-2 / half))
     # The minimum is far right: one decade above the suggestion caps the range.
     assert narrowed_bounds(1e-3, 1.0, 1e-6, 1.0) == pytest.approx((1e-4, 1e-2))
-    # The minimum is close: it caps the range.
-    assert narrowed_bounds(1e-3, 2e-3, 1e-6, 1.0) == pytest.approx((1e-4, 2e-3))
+    # The minimum is close: the range still reaches the suggestion itself.
+    assert narrowed_bounds(1e-3, 2e-3, 1e-6, 1.0) == pytest.approx((1e-4, 1e-3))
     # Intersected with the user's range.
-    assert narrowed_bounds(1e-3, 1e-2, 5e-4, 5e-3) == pytest.approx((5e-4, 5e-3))
+    assert narrowed_bounds(1e-3, 1e-1, 5e-4, 5e-3) == pytest.approx((5e-4, 5e-3))
     # Empty or degenerate intersections fall back to the original range.
     assert narrowed_bounds(1e-3, 1e-2, 1e-1, 1.0) == (1e-1, 1.0)
-    assert narrowed_bounds(1e-3, 1.001e-4, 1e-6, 1.0) == (1e-6, 1.0)
+    assert narrowed_bounds(1e-3, 1e-2, 1e-6, 1.005e-4) == (1e-6, 1.005e-4)
+
+
+def test_default_narrowing_spans_two_to_half_a_decade_below_the_minimum() -> None:
+    """With the default rule (a tenth of the minimum's lr) the search gets
+    ``[m / 100, m / sqrt(10)]``: where bench/lr_advice.py found the good band."""
+    lrs, losses = run_until_divergence(*synthetic_curve(1e-2, noise=0.01))
+    result = analyse(lrs, losses, bounds=(1e-7, 10.0))
+    assert result.rule == DEFAULT_RULE == "minimum"
+    m = result.suggested_lr * 10
+    assert result.lower == pytest.approx(m / 100)
+    assert result.upper == pytest.approx(m / math.sqrt(10))
+    assert result.lower < result.suggested_lr < result.upper
+
+
+def test_default_rule_is_the_specs() -> None:
+    from rheostat.spec import LrRangeTest
+
+    assert LrRangeTest.model_fields["suggestion"].default == DEFAULT_RULE
 
 
 @FAST
@@ -298,6 +319,8 @@ def test_narrowing_never_widens(s: float, m: float, low: float, width: float) ->
     lower, upper = narrowed_bounds(s, m, low, high)
     assert low <= lower < upper <= high
     assert (lower, upper) == (low, high) or upper > lower * 1.01
+    if (lower, upper) != (low, high) and low <= s <= high:
+        assert lower <= s <= upper  # the suggestion is never narrowed away
 
 
 def test_public_names() -> None:
