@@ -393,10 +393,40 @@ def render(raw: dict[str, Any], out: Path) -> dict[str, Any]:
         )
     lines.append(f"Run time: {fmt(raw['seconds'])} s wall on {raw['workers']} workers.\n")
     (out / "lr_advice.md").write_text("\n".join(lines), encoding="utf-8")
+    plot(scored, out / "lr_advice.png")
     write_json(
         out / "lr_advice.json", {"sizes": raw["sizes"], "sweep": SWEEP, **scored, "realistic": cost}
     )
     return scored
+
+
+def plot(scored: dict[str, Any], path: Path) -> None:
+    """Median accuracy by LR per workload, the band shaded, each seed's suggestions marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = scored["workloads"]
+    fig, axes = plt.subplots(1, len(workloads), figsize=(4 * len(workloads), 3.4), squeeze=False)
+    markers = {"valley": "v", "steep": "^", "minimum": "o", "slide": "s"}
+    for ax, w in zip(axes[0], workloads, strict=True):
+        b = w["band"]
+        lrs = [float(k) for k in b["medians"]]
+        ax.plot(lrs, list(b["medians"].values()), "k.-", lw=1)
+        ax.axvspan(b["edge_lo"], b["edge_hi"], color="tab:green", alpha=0.2, label="good band")
+        for i, (rule, marker) in enumerate(markers.items()):
+            got = [c["rules"][rule]["lr"] for c in w["curves"] if c["rules"][rule] is not None]
+            ax.plot(got, [0.05 + 0.05 * i] * len(got), marker, ls="", label=rule, alpha=0.8)
+        ax.set_xscale("log")
+        ax.set_ylim(0, 1)
+        ax.set_title(w["name"], fontsize=9)
+        ax.set_xlabel("learning rate")
+    axes[0][0].set_ylabel("median final val accuracy")
+    axes[0][-1].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def collect(sizes: Sizes, out: Path, workers: int) -> dict[str, Any]:
