@@ -112,5 +112,11 @@ bench: $(STAMP) control-plane
 bench-smoke: $(STAMP)
 	$(PY) -m bench.run --smoke
 
+# One CUDA GPU, <= 5 min: a study through `rheostat run` and report()'s per-step overhead,
+# into bench/results/gpu.md. Without CUDA it says so and exits 0.
+.PHONY: gpu-check
+gpu-check: $(STAMP)
+	$(PY) -m bench.gpu_check
+
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,54 @@
+"""bench/gpu_check.py's logic, exercised on the CPU (there is no GPU here).
+
+``--cpu-smoke`` runs the same path as ``make gpu-check`` (the study through
+``rheostat run``, the trainer's report() timings, the summary and gpu.md) at a
+size one CPU finishes in seconds; the committed bench/results are untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from bench import gpu_check
+
+from rheostat.spec import parse_study
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("smoke", [False, True])
+def test_the_check_study_is_valid_and_times_report(tmp_path: Path, smoke: bool) -> None:
+    doc = gpu_check.study_document(tmp_path / "t.jsonl", smoke)
+    spec = doc["spec"]
+    assert spec["lrRangeTest"]["parameter"] == "lr"
+    assert spec["budget"]["maxTrials"] >= 4
+    assert spec["trialTemplate"]["spec"]["containers"][0]["args"][-2:] == [
+        "--timings",
+        str(tmp_path / "t.jsonl"),
+    ]
+    parse_study(gpu_check.yaml.safe_dump(doc))
+
+
+@pytest.mark.slow
+def test_cpu_smoke_runs_a_study_and_measures_report_overhead(tmp_path: Path) -> None:
+    out = tmp_path / "gpu.md"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RHEOSTAT_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.gpu_check", "--cpu-smoke", "--out", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = out.read_text()
+    assert "| trials (succeeded) | 4 (4) |" in text
+    assert "LR range test suggestion | None" not in text
+    overhead = text.split("| report() overhead | ")[1].split(" %")[0]
+    assert 0.0 < float(overhead) < 100.0
