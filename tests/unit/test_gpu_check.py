@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from bench import gpu_check
 
 from rheostat.spec import parse_study
@@ -30,7 +31,7 @@ def test_the_check_study_is_valid_and_times_report(tmp_path: Path, smoke: bool) 
         "--timings",
         str(tmp_path / "t.jsonl"),
     ]
-    parse_study(gpu_check.yaml.safe_dump(doc))
+    parse_study(yaml.safe_dump(doc))
 
 
 @pytest.mark.slow
