@@ -9,13 +9,22 @@ User settings from the spec override any of them.
 
 from __future__ import annotations
 
+import copy
+import json
+import math
+import statistics
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import optuna
 from optuna.distributions import BaseDistribution
+from optuna.samplers._gp.sampler import (  # how Optuna shares a running trial's params
+    _RELATIVE_PARAMS_KEY,
+    _SYSTEM_ATTR_MAX_LENGTH,
+    _get_params,
+)
 from optuna.study import StudyDirection
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from rheostat.space import SearchSpace
 from rheostat.spec import AlgorithmSpec, EarlyStopping
@@ -58,6 +67,54 @@ class BoundedGPSampler(optuna.samplers.GPSampler):
         super().__init__(**options)
         self.max_history = max_history
 
+    def sample_relative(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        search_space: dict[str, BaseDistribution],
+    ) -> dict[str, Any]:
+        """Optuna's ask, conditioned on pruned trials too (single objective).
+
+        Optuna's GPSampler reads only COMPLETE and RUNNING trials, so under a median
+        pruner (most trials pruned) the GP saw a handful of points and kept proposing
+        the regions the pruner had just rejected. Here pruned trials enter with a
+        pessimistic value (`impute_pruned`) and count toward the startup trials;
+        running trials stay Optuna's batch points (qLogEI fantasises their outcomes:
+        the principled form of the constant liar), so parallel asks spread out.
+        """
+        if search_space == {} or len(study.directions) != 1:
+            return super().sample_relative(study, trial, search_space)
+        states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        trials = study._get_trials(deepcopy=False, states=states, use_cache=False)
+        completed = [t for t in trials if t.state == TrialState.COMPLETE]
+        pruned = [
+            t
+            for t in trials
+            if t.state == TrialState.PRUNED and search_space.keys() <= t.params.keys()
+        ]
+        running = [
+            t
+            for t in trials
+            if t.state == TrialState.RUNNING and search_space.keys() <= _get_params(t).keys()
+        ]
+        if not completed or len(completed) + len(pruned) < self._n_startup_trials:
+            return {}
+        observed = completed + impute_pruned(pruned, completed, study.direction)
+        observed.sort(key=lambda t: t.number)
+        import torch  # Optuna's GP needs it; imported here as Optuna itself does
+
+        with torch.device("cpu"):
+            params = self._sample_relative_impl(study, observed, running, search_space)
+        if params:
+            text = json.dumps(params)
+            for i in range(0, len(text), _SYSTEM_ATTR_MAX_LENGTH):
+                study._storage.set_trial_system_attr(
+                    trial._trial_id,
+                    f"{_RELATIVE_PARAMS_KEY}:{i // _SYSTEM_ATTR_MAX_LENGTH}",
+                    text[i : i + _SYSTEM_ATTR_MAX_LENGTH],
+                )
+        return params
+
     def _sample_relative_impl(
         self,
         study: optuna.Study,
@@ -67,6 +124,37 @@ class BoundedGPSampler(optuna.samplers.GPSampler):
     ) -> dict[str, Any]:
         kept = bounded_history(completed_trials, study.direction, self.max_history)
         return super()._sample_relative_impl(study, kept, running_trials, search_space)
+
+
+def impute_pruned(
+    pruned: list[FrozenTrial], completed: list[FrozenTrial], direction: StudyDirection
+) -> list[FrozenTrial]:
+    """Pruned trials as COMPLETE copies carrying a pessimistic value, for the GP.
+
+    A pruner's verdict is "no better than the median": so a pruned trial's value is
+    its last intermediate value, capped at the completed trials' median final value
+    (a partial curve may already beat weak finished runs, the verdict says it would
+    not beat the typical one) and floored at the worst completed value (a diverged
+    run's 0.1 would otherwise dominate the GP's standardisation and flatten the rest
+    of the surface). A trial pruned before reporting anything gets the worst value.
+    """
+    if not pruned or not completed:
+        return []
+    sign = 1.0 if direction == StudyDirection.MAXIMIZE else -1.0
+    finals = [sign * float(t.value) for t in completed if t.value is not None]
+    if not finals:
+        return []
+    worst, median = min(finals), statistics.median(finals)
+    imputed = []
+    for trial in pruned:
+        steps = trial.intermediate_values
+        last = sign * steps[max(steps)] if steps else -math.inf
+        score = min(max(last, worst), median) if math.isfinite(last) else worst
+        twin = copy.copy(trial)
+        twin.state = TrialState.COMPLETE
+        twin.values = [sign * score]
+        imputed.append(twin)
+    return imputed
 
 
 def bounded_history(

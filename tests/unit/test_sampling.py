@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import optuna
@@ -14,6 +15,7 @@ from rheostat.sampling import (
     BoundedGPSampler,
     SettingsError,
     bounded_history,
+    impute_pruned,
     make_pruner,
     make_sampler,
     settings_problems,
@@ -22,6 +24,7 @@ from rheostat.space import build_space
 from rheostat.spec import ALGORITHMS, AlgorithmSpec, EarlyStopping, Parameter
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+MAX = StudyDirection.MAXIMIZE
 
 PARAMETERS = [
     Parameter.model_validate({"name": "x", "type": "float", "min": 0, "max": 1, "step": 0.25}),
@@ -62,6 +65,7 @@ def test_parallel_friendly_defaults_and_user_overrides() -> None:
     assert isinstance(tpe, optuna.samplers.TPESampler)
     assert tpe._constant_liar
     custom = make_sampler(AlgorithmSpec(name="tpe", settings={"constant_liar": False}), space)
+    assert isinstance(custom, optuna.samplers.TPESampler)
     assert not custom._constant_liar
     assert isinstance(
         make_sampler(AlgorithmSpec(name="grid"), build_space(PARAMETERS, grid=True)),
@@ -91,7 +95,9 @@ def test_pruners(name: str, kind: type) -> None:
 
 
 def _finished(values: list[float]) -> list[optuna.trial.FrozenTrial]:
-    distributions = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    distributions: dict[str, optuna.distributions.BaseDistribution] = {
+        "x": optuna.distributions.FloatDistribution(0, 1)
+    }
     trials = []
     for number, value in enumerate(values):
         trial = optuna.trial.create_trial(
@@ -150,3 +156,89 @@ def test_a_history_cap_below_ten_is_refused() -> None:
     algorithm = AlgorithmSpec(name="bayesian", settings={"max_history": 3})
     problems = settings_problems(algorithm, EarlyStopping(), build_space(PARAMETERS))
     assert problems == [("spec.algorithm.settings", "max_history must be at least 10, got 3")]
+
+
+# The GP learns from pruned and running trials (issue 9, part 2).
+
+FLOATS: dict[str, optuna.distributions.BaseDistribution] = {
+    "x": optuna.distributions.FloatDistribution(0.0, 1.0),
+    "y": optuna.distributions.FloatDistribution(0.0, 1.0),
+}
+FINISHED = [((0.2, 0.5), 0.9), ((0.8, 0.5), 0.85), ((0.5, 0.2), 0.8), ((0.5, 0.8), 0.8)]
+FINISHED += [((0.9, 0.9), 0.7), ((0.1, 0.9), 0.7)]
+
+
+def _study_with_pruned_cluster(sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    """Six finished trials, the best at (0.2, 0.5), and ten pruned trials around it."""
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    for (x, y), value in FINISHED:
+        study.add_trial(
+            optuna.trial.create_trial(params={"x": x, "y": y}, distributions=FLOATS, value=value)
+        )
+    for i in range(10):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"x": 0.15 + 0.01 * i, "y": 0.45 + 0.01 * i},
+                distributions=FLOATS,
+                state=optuna.trial.TrialState.PRUNED,
+                intermediate_values={1: 0.3, 2: 0.4},
+            )
+        )
+    return study
+
+
+def _distance_from_cluster(params: dict[str, Any]) -> float:
+    return float(((params["x"] - 0.2) ** 2 + (params["y"] - 0.5) ** 2) ** 0.5)
+
+
+def test_pruned_trials_are_imputed_between_the_worst_and_the_median_final() -> None:
+    study = _study_with_pruned_cluster(optuna.samplers.RandomSampler(seed=0))
+    trials = study.get_trials()
+    completed = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    early = copy.copy(pruned[0])
+    early.intermediate_values = {}
+    good = copy.copy(pruned[1])
+    good.intermediate_values = {3: 0.95}
+    values = [t.value for t in impute_pruned([pruned[2], early, good], completed, MAX)]
+    assert values == [0.7, 0.7, 0.8]  # floored at the worst, worst, capped at the median
+    assert pruned[2].state == optuna.trial.TrialState.PRUNED  # the study's trial is untouched
+    minimised = impute_pruned([pruned[2]], completed, StudyDirection.MINIMIZE)
+    assert [t.value for t in minimised] == [0.8]  # for a loss, 0.4 is better than median 0.8
+
+
+def test_pruned_trials_push_the_gp_away_from_their_region() -> None:
+    plain = _study_with_pruned_cluster(optuna.samplers.GPSampler(seed=3, n_startup_trials=5))
+    ours = _study_with_pruned_cluster(BoundedGPSampler(seed=3, n_startup_trials=5))
+    ignoring = plain.ask(FLOATS).params
+    learning = ours.ask(FLOATS).params
+    assert _distance_from_cluster(ignoring) < 0.3  # Optuna's GP stays by the best point
+    assert _distance_from_cluster(learning) > 0.6  # ours learnt the pruner's verdict
+
+
+def test_pruned_trials_count_toward_the_gp_startup() -> None:
+    study = _study_with_pruned_cluster(BoundedGPSampler(seed=3, n_startup_trials=12))
+    params = study.ask(FLOATS).params  # 6 complete + 10 pruned >= 12: the GP proposes
+    assert _distance_from_cluster(params) > 0.2
+
+
+def test_running_trials_spread_a_batch_of_asks() -> None:
+    study = _study_with_pruned_cluster(BoundedGPSampler(seed=5, n_startup_trials=5))
+    batch = [study.ask(FLOATS).params for _ in range(4)]  # none told: all running
+    points = {(round(p["x"], 3), round(p["y"], 3)) for p in batch}
+    assert len(points) == 4
+    gaps = [
+        ((a["x"] - b["x"]) ** 2 + (a["y"] - b["y"]) ** 2) ** 0.5
+        for i, a in enumerate(batch)
+        for b in batch[i + 1 :]
+    ]
+    assert min(gaps) > 0.02
+
+
+def test_the_learning_gp_reproduces_under_a_seed() -> None:
+    def proposals(seed: int) -> list[dict[str, Any]]:
+        study = _study_with_pruned_cluster(BoundedGPSampler(seed=seed, n_startup_trials=5))
+        return [study.ask(FLOATS).params for _ in range(3)]
+
+    assert proposals(7) == proposals(7)
+    assert proposals(7) != proposals(8)
