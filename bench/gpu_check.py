@@ -10,7 +10,7 @@ to bench/results/gpu.md.
 
 Without CUDA it says so and exits 0, writing nothing: it is a check for the day a
 GPU is at hand, not a test. ``--cpu-smoke`` runs a tiny version on the CPU so the
-logic is exercised here (tests/unit/test_bench_smoke.py), writing only to --out.
+logic is exercised here (tests/unit/test_gpu_check.py), writing only to --out.
 """
 
 from __future__ import annotations
@@ -96,6 +96,11 @@ def summarise(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _g(value: float | None) -> str:
+    """A number to 4 significant digits (what the contract keeps), or ``None``."""
+    return "None" if value is None else f"{value:.4g}"
+
+
 def markdown(s: dict[str, Any], gpu: str) -> str:
     """bench/results/gpu.md."""
     verdict = "meets" if s["overhead_percent"] <= GOAL_PERCENT else "misses"
@@ -112,8 +117,8 @@ def markdown(s: dict[str, Any], gpu: str) -> str:
             "|---|---|",
             f"| wall time | {s['wall_s']:.1f} s ({within} the {TIME_LIMIT_S:.0f} s budget) |",
             f"| trials (succeeded) | {s['trials']} ({s['complete']}) |",
-            f"| best accuracy | {s['best']} |",
-            f"| LR range test suggestion | {s['suggested_lr']} |",
+            f"| best accuracy | {_g(s['best'])} |",
+            f"| LR range test suggestion | {_g(s['suggested_lr'])} |",
             f"| training steps timed (each trial's first left out) | {s['steps']} |",
             f"| first report() of a trial (starts the metrics server) | "
             f"{s['first_report_ms']:.2f} ms |",

@@ -53,3 +53,23 @@ def test_cpu_smoke_runs_a_study_and_measures_report_overhead(tmp_path: Path) -> 
     assert "LR range test suggestion | None" not in text
     overhead = text.split("| report() overhead | ")[1].split(" %")[0]
     assert 0.0 < float(overhead) < 100.0
+
+
+def test_without_cuda_it_says_so_exits_0_and_writes_nothing(tmp_path: Path) -> None:
+    """``make gpu-check`` on a machine without a GPU is not a failure: it says so.
+    CUDA_VISIBLE_DEVICES="" hides any GPU, so this holds on a GPU machine too."""
+    out = tmp_path / "gpu.md"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RHEOSTAT_")}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.gpu_check", "--out", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "no CUDA GPU" in result.stdout
+    assert not out.exists()
