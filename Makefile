@@ -108,6 +108,7 @@ bench: $(STAMP) control-plane
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench.run --full
 	$(PY) -m bench.operator_scale
+	$(PY) -m bench.gp_ask
 
 bench-smoke: $(STAMP)
 	$(PY) -m bench.run --smoke

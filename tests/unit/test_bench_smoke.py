@@ -165,3 +165,23 @@ def test_lr_advice_scores_every_rule(tmp_path: Path) -> None:
         assert workload["curves"][0]["rules"]["minimum"]["lr"] > 0
     assert summary["realistic"]["lr_test_share"] > 0
     assert "## LR test cost" in (tmp_path / "lr_advice.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_gp_ask_times_both_samplers(tmp_path: Path) -> None:
+    """bench/gp_ask.py --smoke: Optuna's GP and the bounded one, past the bound."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.gp_ask", "--smoke", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    summary = _load(tmp_path / "gp_ask_smoke.json")
+    assert summary["rows"][-1]["trials"] > summary["maxHistory"]
+    for row in summary["rows"]:
+        for sampler in ("optuna", "bounded"):
+            assert row[sampler]["first_s"] > 0
+            assert row[sampler]["next_median_s"] > 0
