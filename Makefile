@@ -109,6 +109,7 @@ bench: $(STAMP) control-plane
 	$(PY) -m bench.run --full
 	$(PY) -m bench.operator_scale
 	$(PY) -m bench.gp_ask
+	$(PY) -m bench.lr_advice
 
 bench-smoke: $(STAMP)
 	$(PY) -m bench.run --smoke
