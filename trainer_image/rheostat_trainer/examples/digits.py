@@ -129,11 +129,12 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
     return accuracy, loss
 
 
-def _params() -> dict[str, Any]:
+def params_or_defaults(program: str) -> dict[str, Any]:
+    """The trial's parameters, or none (the defaults) when run by hand outside a study."""
     try:
         return rt.params()
     except rt.EnvError as exc:
-        print(f"digits: {exc}; using the defaults", file=sys.stderr)
+        print(f"{program}: {exc}; using the defaults", file=sys.stderr)
         return {}
 
 
@@ -146,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(1)  # trials run side by side; one thread each is fastest overall
     torch.manual_seed(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    knobs = Knobs.from_params(_params())
+    knobs = Knobs.from_params(params_or_defaults("digits"))
     x_train, y_train, x_val, y_val = load_data(device)
     model = build_model(knobs).to(device)
     optimizer = build_optimizer(knobs, model)

@@ -21,7 +21,13 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import rheostat_trainer as rt
-from rheostat_trainer.examples.digits import Knobs, build_model, build_optimizer, load_data
+from rheostat_trainer.examples.digits import (
+    Knobs,
+    build_model,
+    build_optimizer,
+    load_data,
+    params_or_defaults,
+)
 from rheostat_trainer.integrations.lightning import RheostatCallback, lr_range_test
 
 
@@ -66,14 +72,6 @@ def loaders(batch_size: int, seed: int) -> tuple[DataLoader[Any], DataLoader[Any
     return train, val
 
 
-def _params() -> dict[str, Any]:
-    try:
-        return rt.params()
-    except rt.EnvError as exc:
-        print(f"digits_lightning: {exc}; using the defaults", file=sys.stderr)
-        return {}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=8)
@@ -82,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(1)  # trials run side by side; one thread each is fastest overall
     torch.manual_seed(args.seed)
-    knobs = Knobs.from_params(_params())
+    knobs = Knobs.from_params(params_or_defaults("digits_lightning"))
     module = DigitsModule(knobs)
     train, val = loaders(knobs.batch_size, args.seed)
 

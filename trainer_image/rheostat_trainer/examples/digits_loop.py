@@ -12,12 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
 
-import rheostat_trainer as rt
 from rheostat_trainer.examples.digits import (
     Knobs,
     batches,
@@ -26,16 +24,9 @@ from rheostat_trainer.examples.digits import (
     endless_batches,
     evaluate,
     load_data,
+    params_or_defaults,
 )
 from rheostat_trainer.integrations.pytorch import Trial
-
-
-def _params() -> dict[str, Any]:
-    try:
-        return rt.params()
-    except rt.EnvError as exc:
-        print(f"digits_loop: {exc}; using the defaults", file=sys.stderr)
-        return {}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    knobs = Knobs.from_params(_params())
+    knobs = Knobs.from_params(params_or_defaults("digits_loop"))
     x_train, y_train, x_val, y_val = load_data(device)
     model = build_model(knobs).to(device)
     optimizer = build_optimizer(knobs, model)

@@ -16,7 +16,6 @@ import argparse
 import sys
 import tempfile
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +24,7 @@ from torch.utils.data import Dataset
 from transformers import EvalPrediction, Trainer, TrainingArguments
 
 import rheostat_trainer as rt
-from rheostat_trainer.examples.digits import Knobs, build_model, load_data
+from rheostat_trainer.examples.digits import Knobs, build_model, load_data, params_or_defaults
 from rheostat_trainer.integrations.transformers import RheostatCallback, lr_range_test
 
 
@@ -63,14 +62,6 @@ def accuracy(prediction: EvalPrediction) -> dict[str, float]:
     return {"accuracy": float((logits.argmax(axis=1) == prediction.label_ids).mean())}
 
 
-def _params() -> dict[str, Any]:
-    try:
-        return rt.params()
-    except rt.EnvError as exc:
-        print(f"digits_transformers: {exc}; using the defaults", file=sys.stderr)
-        return {}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=8)
@@ -79,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(1)  # trials run side by side; one thread each is fastest overall
     torch.manual_seed(args.seed)
-    knobs = Knobs.from_params(_params())
+    knobs = Knobs.from_params(params_or_defaults("digits_transformers"))
     x_train, y_train, x_val, y_val = load_data(torch.device("cpu"))
     with tempfile.TemporaryDirectory(prefix="digits-transformers-") as output_dir:
         training = TrainingArguments(
