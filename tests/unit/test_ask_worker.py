@@ -1,0 +1,191 @@
+"""The GP's asks in a worker process: same answer, bounded, and it survives its worker.
+
+Real worker processes and Optuna's real GP: the first ask of the module pays the
+forkserver's torch import, the others fork from it. Timeouts here are generous
+bounds for a loaded machine, never measured durations.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import optuna
+import pytest
+from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
+from optuna.samplers import BaseSampler, RandomSampler
+from optuna.samplers._gp.sampler import _RELATIVE_PARAMS_KEY
+from optuna.trial import FrozenTrial
+
+from rheostat.backends.kubernetes.ask_worker import (
+    AskError,
+    AskReply,
+    AskRequest,
+    AskWorker,
+    OffloadedSampler,
+    spec_sampler,
+)
+from rheostat.space import SearchSpace
+from rheostat.spec import AlgorithmSpec
+
+GENEROUS = 600.0  # a cold forkserver imports torch: tens of seconds on a busy machine
+SPACE = SearchSpace({"x": FloatDistribution(-5.0, 5.0), "n": IntDistribution(1, 8)})
+GP = AlgorithmSpec(name="bayesian", seed=7)
+
+
+class SlowSampler(RandomSampler):
+    """A relative ask that never ends (until its worker is killed)."""
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return dict(SPACE.distributions)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        threading.Event().wait(GENEROUS)
+        return {"x": 0.0, "n": 1}
+
+
+class BrokenSampler(SlowSampler):
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        raise ValueError("no model today")
+
+
+def _gp_factory(seed: int | None) -> BaseSampler:
+    return spec_sampler(GP, SPACE, seed)
+
+
+def slow_sampler(seed: int | None) -> BaseSampler:
+    return SlowSampler(seed=seed)
+
+
+def broken_sampler(seed: int | None) -> BaseSampler:
+    return BrokenSampler(seed=seed)
+
+
+@pytest.fixture(scope="module")
+def worker() -> Iterator[AskWorker]:
+    pool = AskWorker(timeout=GENEROUS)
+    yield pool
+    pool.shutdown()
+
+
+def _study(trials: int = 12) -> tuple[optuna.Study, FrozenTrial]:
+    """A seeded study with finished trials and one RUNNING trial with no parameters yet."""
+    study = optuna.create_study(sampler=RandomSampler(seed=3))
+    for _ in range(trials):
+        trial = study.ask(SPACE.distributions)
+        study.tell(trial, (trial.params["x"] - 1.0) ** 2 + trial.params["n"])
+    trial_id = study._storage.create_new_trial(study._study_id)
+    return study, study._storage.get_trial(trial_id)
+
+
+def _fallbacks(worker: AskWorker, reason: str) -> float:
+    value = worker.metrics.fallbacks.labels(reason)._value.get()
+    return float(value)
+
+
+def test_a_seeded_ask_in_the_worker_matches_the_same_ask_in_process(worker: AskWorker) -> None:
+    study, trial = _study()
+    offloaded = OffloadedSampler(_gp_factory(7), _gp_factory, GP.seed, worker)
+    remote = offloaded.sample_relative(study, trial, dict(SPACE.distributions))
+
+    twin = optuna.create_study()
+    twin.add_trials(study.trials[:-1])
+    twin_trial = twin._storage.get_trial(twin._storage.create_new_trial(twin._study_id))
+    local = spec_sampler(GP, SPACE, 7 + trial.number).sample_relative(
+        twin, twin_trial, dict(SPACE.distributions)
+    )
+
+    assert remote
+    assert remote == local
+    # What the GP leaves on the trial (later asks read running trials' points) came back.
+    attrs = study._storage.get_trial(trial._trial_id).system_attrs
+    assert any(key.startswith(_RELATIVE_PARAMS_KEY) for key in attrs)
+
+
+def test_a_worker_that_does_not_answer_costs_one_ask_its_model(worker: AskWorker) -> None:
+    study, _ = _study(trials=6)
+    hasty = AskWorker(timeout=5.0)  # cold or warm, the slow sampler never answers in time
+    study.sampler = OffloadedSampler(SlowSampler(seed=1), slow_sampler, 1, hasty)
+
+    trial = study.ask(SPACE.distributions)  # returns: the independent sampler stepped in
+
+    assert set(trial.params) == {"x", "n"}
+    assert _fallbacks(hasty, "timeout") == 1
+    assert hasty._pool is None  # the stuck worker was killed, not queued behind
+    hasty.timeout = GENEROUS
+    assert worker_answers(hasty, study)
+    hasty.shutdown()
+
+
+def test_a_sampler_that_raises_in_the_worker_falls_back(worker: AskWorker) -> None:
+    study, _ = _study(trials=6)
+    study.sampler = OffloadedSampler(BrokenSampler(seed=1), broken_sampler, None, worker)
+
+    trial = study.ask(SPACE.distributions)
+
+    assert set(trial.params) == {"x", "n"}
+    assert _fallbacks(worker, "error") == 1
+    assert worker_answers(worker, study)  # an exception is no reason to replace the pool
+
+
+def test_a_killed_worker_is_replaced(worker: AskWorker) -> None:
+    study, _ = _study()
+    request = _request(study, _gp_factory, seed=11)
+    first = worker.ask(request)
+    os.kill(first.pid, signal.SIGKILL)
+
+    outcomes: list[AskReply | str] = []
+    for _ in range(2):  # the first may see the death, or the pool may already have
+        try:
+            outcomes.append(worker.ask(request))
+        except AskError as failure:
+            outcomes.append(failure.reason)
+
+    last = outcomes[-1]
+    assert isinstance(last, AskReply)
+    assert last.pid != first.pid
+    assert last.params == first.params  # same trials, same seed: same point
+    assert all(o == "worker_lost" for o in outcomes[:-1])
+
+
+def test_only_model_based_studies_are_offloaded_and_only_once() -> None:
+    pool = AskWorker()
+    gp = optuna.create_study(sampler=spec_sampler(GP, SPACE, 7))
+    tpe_spec = AlgorithmSpec(name="tpe", seed=7)
+    tpe = optuna.create_study(sampler=spec_sampler(tpe_spec, SPACE, 7))
+    own = tpe.sampler
+
+    pool.offload(gp, GP, SPACE)
+    wrapped = gp.sampler
+    pool.offload(gp, GP, SPACE)
+    pool.offload(tpe, tpe_spec, SPACE)
+
+    assert isinstance(wrapped, OffloadedSampler)
+    assert gp.sampler is wrapped
+    assert tpe.sampler is own
+    assert pool._pool is None  # nothing started before the first ask
+
+
+def _request(study: optuna.Study, factory: Any, seed: int | None = 5) -> AskRequest:
+    trial = study._storage.get_trial(study._storage.create_new_trial(study._study_id))
+    return AskRequest(
+        factory=factory,
+        seed=seed,
+        directions=study.directions,
+        trials=study.get_trials(deepcopy=False),
+        number=trial.number,
+        search_space=dict(SPACE.distributions),
+    )
+
+
+def worker_answers(worker: AskWorker, study: optuna.Study) -> bool:
+    return bool(worker.ask(_request(study, _gp_factory)).params)
