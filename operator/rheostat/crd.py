@@ -10,6 +10,7 @@ cross-field :class:`rheostat.spec.Rule` objects become `x-kubernetes-validations
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from pydantic import BaseModel
@@ -79,7 +80,9 @@ class _Converter:
             elif key == "items":
                 out["items"] = self.convert(value)
             else:
-                out[key] = value
+                # A copy: a model used twice (objective, objectives) must not share
+                # lists, or the YAML dump writes anchors and aliases.
+                out[key] = copy.deepcopy(value)
         if "properties" in node:
             out["type"] = "object"
             out["properties"] = {k: self.convert(v) for k, v in node["properties"].items()}

@@ -30,7 +30,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from rheostat import ledger, lr_phase, lr_range, warm_start
+from rheostat import ledger, lr_phase, lr_range, objectives, warm_start
 from rheostat.events import (
     Action,
     Counts,
@@ -87,6 +87,8 @@ class _Running:
     started_at: float | None = None
     last_step: int = -1
     last_value: float | None = None
+    # Every metric of the last read, for a trial with several objectives.
+    last_metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -176,7 +178,7 @@ class Engine:
         propose its first parameters again. `seeds` are the trials of
         `spec.warmStart.fromStudy`, told first (see :func:`warm_start.reseed`).
         """
-        study = optuna.create_study(direction=spec.objective.direction)
+        study = optuna.create_study(directions=objectives.directions(spec))
         if lr_range_test is not None:
             study.set_user_attr(ATTR_LR_RANGE, dict(lr_range_test))
         outcome = lr_phase.restore(spec, lr_range_test)
@@ -279,7 +281,16 @@ class Engine:
         return ledger.views(self.study, self.space)
 
     def best(self) -> TrialView | None:
-        return ledger.best(self.trials(), self.spec.objective.direction)
+        """The best trial of a single-objective study; None with several objectives."""
+        if self.spec.multi_objective:
+            return None
+        return ledger.best(self.trials(), self.spec.primary.direction)
+
+    def front(self) -> list[TrialView]:
+        """The Pareto front of a study with several objectives (empty with one)."""
+        if not self.spec.multi_objective:
+            return []
+        return objectives.pareto_front(self.trials(), self.spec.goals)
 
     def record(self, number: int) -> TrialRecord:
         """The stored form of one trial, for a backend to persist after each change."""
@@ -308,6 +319,10 @@ class Engine:
                 "value": best.value,
                 "params": best.params,
             }
+        if self.spec.multi_objective and (
+            front := objectives.front_status(self.trials(), self.spec.goals)
+        ):
+            status["paretoFront"] = front
         if self.lr_result is not None:
             status["lrRangeTest"] = lr_phase.summary(self.spec, self.lr_result)
         elif self.lr_error is not None:
@@ -377,7 +392,17 @@ class Engine:
 
     def _progress(self, event: Progress) -> list[Action]:
         running = self.running[event.number]
-        if event.step <= running.last_step or not math.isfinite(event.value):
+        if event.step <= running.last_step:
+            return []
+        if self.spec.multi_objective:
+            # Optuna neither stores nor prunes on intermediate values of several
+            # objectives; they are kept only as the fallback final values.
+            running.last_step = event.step
+            running.last_metrics.update(
+                (k, v) for k, v in event.metrics.items() if math.isfinite(v)
+            )
+            return []
+        if not math.isfinite(event.value):
             return []
         running.last_step = event.step
         running.last_value = event.value
@@ -385,7 +410,7 @@ class Engine:
         if not running.trial.should_prune():
             return []
         del self.running[event.number]
-        reason = f"pruned at step {event.step} ({self.spec.objective.metric}={event.value:.6g})"
+        reason = f"pruned at step {event.step} ({self.spec.primary.metric}={event.value:.6g})"
         running.trial.set_user_attr(ATTR_REASON, reason)
         self.study.tell(running.trial, state=TrialState.PRUNED)
         self._check_end()
@@ -393,13 +418,19 @@ class Engine:
 
     def _finished(self, event: Finished) -> None:
         running = self.running.pop(event.number)
-        value, reason = _objective(self.spec.objective.metric, event, running.last_value)
+        result: float | list[float] | None
+        if self.spec.multi_objective:
+            result, reason = objectives.final_values(self.spec.goals, event, running.last_metrics)
+        else:
+            result, reason = objectives.final_value(
+                self.spec.primary.metric, event, running.last_value
+            )
         if reason:
             running.trial.set_user_attr(ATTR_REASON, reason)
-        if value is None:
+        if result is None:
             self.study.tell(running.trial, state=TrialState.FAIL)
         else:
-            self.study.tell(running.trial, value)
+            self.study.tell(running.trial, result)
 
     def _timeouts(self, now: float) -> list[Action]:
         """Trials whose trainer has run longer than trialTimeout (pending time excluded)."""
@@ -484,29 +515,6 @@ class Engine:
 
 
 # ----- helpers ------------------------------------------------------------------------
-
-
-def _objective(
-    metric: str, event: Finished, last_reported: float | None
-) -> tuple[float | None, str | None]:
-    """The trial's final value, or None and the reason it has none."""
-    if event.exit_code != 0:
-        detail = f": {event.message.strip()[-300:]}" if event.message.strip() else ""
-        return None, f"trainer exited with code {event.exit_code}{detail}"
-    raw = (event.metrics or {}).get(metric)
-    reason = None
-    if raw is None:
-        if last_reported is None:
-            return None, f"the objective metric {metric!r} was never reported"
-        raw = last_reported
-        reason = f"no final {metric!r} in the termination message; used the last report"
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        return None, f"the objective metric {metric!r} is not a number: {raw!r}"
-    if not math.isfinite(value):
-        return None, f"the objective metric {metric!r} is {value}"
-    return value, reason
 
 
 def grid_points(spec: StudySpec) -> int:

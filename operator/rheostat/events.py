@@ -35,11 +35,16 @@ class Started:
 
 @dataclass(frozen=True)
 class Progress:
-    """An intermediate value of the objective, read from the trial's metrics."""
+    """An intermediate value of the objective, read from the trial's metrics.
+
+    `metrics` holds every metric of the same read: a study with several objectives
+    falls back on their last reported values when a trainer writes no final result.
+    """
 
     number: int
     step: int
     value: float
+    metrics: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -123,7 +128,11 @@ Action = StartLrRangeTest | StartTrial | StopTrial
 
 @dataclass(frozen=True)
 class TrialView:
-    """What a user sees of one trial."""
+    """What a user sees of one trial.
+
+    `value` is the (first) objective's value; `values` holds one per objective of
+    a study with several (None for one objective, or no result).
+    """
 
     number: int
     state: TrialOutcome
@@ -132,6 +141,7 @@ class TrialView:
     reason: str | None
     intermediate: dict[int, float]
     duration: float | None
+    values: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +161,7 @@ class TrialRecord:
     attempt: int = 1
     intermediate: Mapping[int, float] = field(default_factory=dict)
     started_at: float = 0.0
+    values: tuple[float, ...] | None = None  # one per objective, with several objectives
 
 
 @dataclass

@@ -64,6 +64,18 @@ def counts(study: optuna.Study, running: int) -> Counts:
     return tally
 
 
+def results(trial: FrozenTrial) -> tuple[float | None, tuple[float, ...] | None]:
+    """(value, values) of a finished trial: the first objective's and, with several, all.
+
+    Optuna's `trial.value` raises for a multi-objective trial; `values` never does.
+    Only complete and pruned trials have a result.
+    """
+    if trial.state not in {TrialState.COMPLETE, TrialState.PRUNED} or trial.values is None:
+        return None, None
+    values = tuple(float(v) for v in trial.values)
+    return values[0], values if len(values) > 1 else None
+
+
 def views(study: optuna.Study, space: SearchSpace) -> list[TrialView]:
     """Every trial a user would count (duplicates and retried attempts left out)."""
     result = []
@@ -74,15 +86,17 @@ def views(study: optuna.Study, space: SearchSpace) -> list[TrialView]:
         duration = None
         if trial.datetime_start and trial.datetime_complete:
             duration = (trial.datetime_complete - trial.datetime_start).total_seconds()
+        value, values = results(trial)
         result.append(
             TrialView(
                 number=trial.number,
                 state=state,
                 params=space.complete(trial.params),
-                value=trial.value if state in {"complete", "pruned"} else None,
+                value=value,
                 reason=trial.user_attrs.get(ATTR_REASON),
                 intermediate=dict(trial.intermediate_values),
                 duration=duration,
+                values=values,
             )
         )
     return result
@@ -101,12 +115,14 @@ def record(trial: FrozenTrial, space: SearchSpace, started_at: float) -> TrialRe
     """The stored form of one trial, for a backend to persist after each change."""
     # The Optuna state, whatever the kind: a seeded trial is stored complete or pruned.
     state: TrialOutcome = next((k for k, st in _STATES.items() if st == trial.state), "failed")
+    value, values = results(trial)
     return TrialRecord(
         number=trial.number,
         params=space.complete(trial.params),
         state=state,
         kind=str(trial.user_attrs.get(ATTR_KIND, "counted")),
-        value=trial.value if state in {"complete", "pruned"} else None,
+        value=value,
+        values=values,
         reason=trial.user_attrs.get(ATTR_REASON),
         attempt=int(trial.user_attrs.get(ATTR_ATTEMPT, 1)),
         intermediate=dict(trial.intermediate_values),
@@ -123,9 +139,20 @@ def frozen(stored: TrialRecord, space: SearchSpace) -> FrozenTrial:
     attrs: dict[str, Any] = {ATTR_KIND: stored.kind, ATTR_ATTEMPT: stored.attempt}
     if stored.reason:
         attrs[ATTR_REASON] = stored.reason
+    finished = stored.state in {"complete", "pruned"}
+    if stored.values is not None:
+        # Several objectives: a complete trial has all of them; a pruned one none.
+        several = list(stored.values) if stored.state == "complete" else None
+        return optuna.trial.create_trial(
+            state=_STATES[stored.state],
+            values=several,
+            params=params,
+            distributions={k: space.distributions[k] for k in params},
+            user_attrs=attrs,
+        )
     return optuna.trial.create_trial(
         state=_STATES[stored.state],
-        value=value if stored.state in {"complete", "pruned"} else None,
+        value=value if finished else None,
         params=params,
         distributions={k: space.distributions[k] for k in params},
         user_attrs=attrs,

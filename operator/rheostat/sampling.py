@@ -3,7 +3,8 @@
 Defaults are chosen for trials that run in parallel: TPE with the constant liar
 (running trials count as pessimistic results, so parallel asks spread out), the GP
 sampler's batch acquisition over running trials (on a bounded history, so a long
-study's asks stay around a second), scrambled Sobol points for QMC.
+study's asks stay around a second), scrambled Sobol points for QMC, NSGA-II
+generations small enough to evolve within a modest budget.
 User settings from the spec override any of them.
 """
 
@@ -48,6 +49,8 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
 # linearly with them: measured on this project's 2-core machine, one ask took about
 # 1 s at 300 trials, 2-3 s at 500 and 4-14 s at 1,000 (scripted in bench/README.md).
 GP_MAX_HISTORY = 300
+# NSGA-II's default generation size (see make_sampler).
+NSGA2_POPULATION = 20
 
 
 class BoundedGPSampler(optuna.samplers.GPSampler):
@@ -122,7 +125,11 @@ class BoundedGPSampler(optuna.samplers.GPSampler):
         running_trials: list[FrozenTrial],
         search_space: dict[str, BaseDistribution],
     ) -> dict[str, Any]:
-        kept = bounded_history(completed_trials, study.direction, self.max_history)
+        if len(study.directions) == 1:
+            kept = bounded_history(completed_trials, study.direction, self.max_history)
+        else:
+            # Several objectives have no single "best half": keep the most recent.
+            kept = completed_trials[-self.max_history :]
         return super()._sample_relative_impl(study, kept, running_trials, search_space)
 
 
@@ -221,6 +228,11 @@ def make_sampler(algorithm: AlgorithmSpec, space: SearchSpace) -> optuna.sampler
             "warn_independent_sampling": False,
         }
         return _construct("qmc", optuna.samplers.QMCSampler, defaults, settings)
+    if name == "nsga2":
+        # Optuna's default population is 50: a study of a few dozen trials would
+        # never leave its random first generation. 20 gives a 100-trial study five.
+        defaults = {"seed": seed, "population_size": NSGA2_POPULATION}
+        return _construct("nsga2", optuna.samplers.NSGAIISampler, defaults, settings)
     raise SettingsError(f"unknown algorithm {name!r}")
 
 

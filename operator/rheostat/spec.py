@@ -30,8 +30,11 @@ MAX_STUDY_NAME = 45
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 PARAMETER_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
-Algorithm = Literal["grid", "random", "tpe", "bayesian", "cmaes", "qmc"]
-ALGORITHMS: tuple[str, ...] = ("grid", "random", "tpe", "bayesian", "cmaes", "qmc")
+Algorithm = Literal["grid", "random", "tpe", "bayesian", "cmaes", "qmc", "nsga2"]
+ALGORITHMS: tuple[str, ...] = ("grid", "random", "tpe", "bayesian", "cmaes", "qmc", "nsga2")
+# Objectives of one multi-objective study: two at least (one is `objective`), and few
+# enough that the front stays readable and the CEL uniqueness check stays cheap.
+MAX_OBJECTIVES = 8
 Pruner = Literal["none", "median", "successive-halving", "hyperband"]
 Scalar = str | int | float | bool
 
@@ -89,6 +92,7 @@ class Objective(SpecModel):
 
     metric: str = Field(
         min_length=1,
+        max_length=253,
         description="Name of the metric the trainer reports (e.g. accuracy, loss).",
     )
     direction: Literal["minimize", "maximize"] = Field(
@@ -103,7 +107,7 @@ class AlgorithmSpec(SpecModel):
         default="tpe",
         description=(
             "Search algorithm: grid, random, tpe, bayesian (Gaussian process), "
-            "cmaes or qmc (quasi-Monte Carlo)."
+            "cmaes, qmc (quasi-Monte Carlo) or nsga2 (genetic, for several objectives)."
         ),
     )
     seed: Annotated[int, Field(ge=0, le=2**32 - 1), BeforeValidator(_whole_number)] | None = Field(
@@ -403,9 +407,21 @@ class WarmStart(SpecModel):
 
 
 class StudySpec(SpecModel):
-    """The whole study: what to optimise, over which space, with which budget."""
+    """The whole study: what to optimise, over which space, with which budget.
 
-    objective: Objective = Field(description="The metric to optimise and its direction.")
+    One metric (`objective`) or several (`objectives`, a Pareto front): exactly one.
+    """
+
+    objective: Objective | None = Field(
+        default=None, description="The metric to optimise and its direction."
+    )
+    objectives: list[Objective] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=MAX_OBJECTIVES,
+        description="Several metrics to optimise at once (instead of objective): the study "
+        "finds their Pareto front. Trials are not pruned.",
+    )
     algorithm: AlgorithmSpec = Field(
         default_factory=AlgorithmSpec, description="The search algorithm."
     )
@@ -427,7 +443,64 @@ class StudySpec(SpecModel):
         default=None, description="Configurations to run first and an earlier study to learn from."
     )
 
+    @property
+    def goals(self) -> tuple[Objective, ...]:
+        """Every objective, in order: one for `objective`, several for `objectives`."""
+        if self.objectives:
+            return tuple(self.objectives)
+        return (self.objective,) if self.objective is not None else ()
+
+    @property
+    def multi_objective(self) -> bool:
+        return self.objectives is not None
+
+    @property
+    def primary(self) -> Objective:
+        """The first objective: what a single-valued view (a progress line) shows."""
+        return self.goals[0]
+
     rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="has(self.objective) != has(self.objectives)",
+            message="give exactly one of objective (one metric) and objectives "
+            "(two or more metrics)",
+            check=lambda s: (s.objective is None) != (s.objectives is None),
+            field=".objective",
+        ),
+        Rule(
+            cel="!has(self.objectives) || self.objectives.all(o, "
+            "self.objectives.filter(q, q.metric == o.metric).size() == 1)",
+            message="objectives must name different metrics",
+            check=lambda s: (
+                s.objectives is None or len({o.metric for o in s.objectives}) == len(s.objectives)
+            ),
+            field=".objectives",
+        ),
+        Rule(
+            cel="!has(self.objectives) || (has(self.earlyStopping) "
+            "&& has(self.earlyStopping.pruner) && self.earlyStopping.pruner == 'none')",
+            message="Optuna cannot prune trials with several objectives: "
+            "set earlyStopping.pruner to none",
+            check=lambda s: s.objectives is None or s.early_stopping.pruner == "none",
+            field=".earlyStopping.pruner",
+        ),
+        Rule(
+            cel="!has(self.objectives) || !has(self.algorithm) || !has(self.algorithm.name) "
+            "|| self.algorithm.name != 'cmaes'",
+            message="cmaes optimises one objective; with objectives use nsga2, tpe, "
+            "bayesian, random, qmc or grid",
+            check=lambda s: s.objectives is None or s.algorithm.name != "cmaes",
+            field=".algorithm.name",
+        ),
+        Rule(
+            cel="!has(self.objectives) || !has(self.warmStart) || !has(self.warmStart.fromStudy)",
+            message="warmStart.fromStudy seeds one objective's values; a study with "
+            "objectives can only warm-start from configurations",
+            check=lambda s: (
+                s.objectives is None or s.warm_start is None or (s.warm_start.from_study is None)
+            ),
+            field=".warmStart.fromStudy",
+        ),
         Rule(
             cel="self.parameters.all(p, self.parameters.filter(q, "
             "q.name.upperAscii() == p.name.upperAscii()).size() == 1)",

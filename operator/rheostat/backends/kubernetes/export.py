@@ -18,7 +18,7 @@ import optuna
 from optuna.exceptions import ExperimentalWarning
 from sqlalchemy.exc import SQLAlchemyError
 
-from rheostat import ledger, lr_phase
+from rheostat import ledger, lr_phase, objectives
 from rheostat.backends.kubernetes.read import ClusterStudy, ReadError
 from rheostat.space import build_space
 
@@ -48,7 +48,7 @@ def export_to_storage(
         with contextlib.suppress(KeyError):  # KeyError: nothing exported under this name yet
             optuna.delete_study(study_name=name, storage=storage)
         target = optuna.create_study(
-            storage=storage, study_name=name, direction=spec.objective.direction
+            storage=storage, study_name=name, directions=objectives.directions(spec)
         )
     except SQLAlchemyError as error:  # a URL it cannot parse, a file it cannot open
         reason = str(error).splitlines()[0]
@@ -56,7 +56,7 @@ def export_to_storage(
     with warnings.catch_warnings():
         # Naming the objective is "experimental" in Optuna, and shown by the dashboard.
         warnings.simplefilter("ignore", ExperimentalWarning)
-        target.set_metric_names([spec.objective.metric])
+        target.set_metric_names([g.metric for g in spec.goals])
     target.set_user_attr(ATTR_NAMESPACE, str(study.body["metadata"].get("namespace", "")))
     if results.lr_result is not None:
         target.set_user_attr(ledger.ATTR_LR_RANGE, results.lr_result.to_dict())

@@ -82,6 +82,10 @@ def trial_status(record: TrialRecord) -> Manifest:
         status["value"] = record.value
         # For `kubectl get`'s VALUE column; `value` stays exact.
         status["display"] = {"value": f"{record.value:.4g}"}
+    if record.values is not None:
+        # Several objectives, in the spec's order; `value` is the first of them.
+        status["values"] = list(record.values)
+        status["display"] = {"value": " / ".join(f"{v:.4g}" for v in record.values)}
     if record.reason:
         status["reason"] = record.reason
     if record.started_at:
@@ -99,6 +103,7 @@ def record_from_trial(trial: Mapping[str, Any]) -> TrialRecord:
         state=state if state in {"running", "complete", "pruned", "failed"} else "running",  # type: ignore[arg-type]
         kind=str(status.get("kind", "counted")),
         value=status.get("value"),
+        values=tuple(float(v) for v in status["values"]) if status.get("values") else None,
         reason=status.get("reason"),
         attempt=int(status.get("attempt", 1)),
         intermediate={int(k): float(v) for k, v in (status.get("intermediate") or {}).items()},

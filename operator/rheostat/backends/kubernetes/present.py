@@ -31,7 +31,7 @@ def study_lines(rows: Sequence[StudyRow], *, namespaces: bool, now: float | None
             row.phase,
             "" if row.finished is None else str(row.finished),
             "" if row.target is None else str(row.target),
-            best_text(row.best),
+            f"front of {row.front}" if row.front is not None else best_text(row.best),
             "<none>" if row.lr is None else f"{row.lr:.3g}",
             age(row.created, now),
         ]
@@ -58,7 +58,10 @@ def describe(study: ClusterStudy, console: Console) -> None:
     for label, value in (
         ("Name", metadata["name"]),
         ("Namespace", metadata.get("namespace", "")),
-        ("Objective", f"{spec.objective.direction} {spec.objective.metric}"),
+        (
+            "Objectives" if spec.multi_objective else "Objective",
+            ", ".join(f"{g.direction} {g.metric}" for g in spec.goals),
+        ),
         ("Algorithm", f"{spec.algorithm.name}{seed}"),
         ("Budget", f"{budget.max_trials} trials, {budget.parallelism} at a time"),
         ("Phase", status.get("phase", "Pending")),

@@ -28,7 +28,7 @@ from rheostat.spec import API_GROUP, API_VERSION, InvalidStudyError, StudySpec, 
 
 # The keys of a study's status that the engine computes; the rest (conditions, the
 # stored curve, Kopf's bookkeeping, display strings) is the operator's business.
-ENGINE_STATUS_KEYS = ("phase", "trials", "bestTrial", "lrRangeTest", "reason")
+ENGINE_STATUS_KEYS = ("phase", "trials", "bestTrial", "paretoFront", "lrRangeTest", "reason")
 COUNTED_STATES = ("running", "complete", "pruned", "failed")
 
 
@@ -97,6 +97,7 @@ def trial_view(trial: Mapping[str, Any], spec: StudySpec) -> TrialView | None:
         reason=record.reason,
         intermediate=dict(record.intermediate),
         duration=duration,
+        values=record.values if record.state == "complete" else None,
     )
 
 
@@ -150,6 +151,7 @@ class StudyRow:
     best: float | None
     lr: float | None
     created: datetime | None
+    front: int | None = None  # trials on the Pareto front (several objectives)
 
 
 def study_row(body: Mapping[str, Any]) -> StudyRow:
@@ -168,6 +170,7 @@ def study_row(body: Mapping[str, Any]) -> StudyRow:
         best=(status.get("bestTrial") or {}).get("value"),
         lr=(status.get("lrRangeTest") or {}).get("suggestedLr"),
         created=created if isinstance(created, datetime) else None,
+        front=(status.get("paretoFront") or {}).get("size"),
     )
 
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rheostat import lr_phase, warm_start
+from rheostat import lr_phase, objectives, warm_start
 from rheostat.backends.kubernetes import manifests as build
 from rheostat.backends.kubernetes.kube import Kube, RefusedError
 from rheostat.backends.kubernetes.observe import (
@@ -328,9 +328,10 @@ class _Pass:
         elif isinstance(state, Running):
             actions = runtime.engine.observe(Started(number, state.started_at), self.now)
             sample = self._sample(number, state.pod_ip)
-            metric = self.spec.objective.metric
-            if sample is not None and sample.step is not None and metric in sample.metrics:
-                event = Progress(number, sample.step, sample.metrics[metric])
+            goals = [g.metric for g in self.spec.goals]
+            if sample is not None and sample.step is not None and goals[0] in sample.metrics:
+                seen = {m: sample.metrics[m] for m in goals if m in sample.metrics}
+                event = Progress(number, sample.step, sample.metrics[goals[0]], seen)
             return actions + (runtime.engine.observe(event, self.now) if event else [])
         elif isinstance(state, Succeeded):
             message = parse_termination_message(state.termination_message) or {}
@@ -455,7 +456,7 @@ class _Pass:
             self._event(
                 "Normal",
                 "TrialCompleted",
-                f"trial {record.number}: {self.spec.objective.metric}={record.value:.6g}",
+                f"trial {record.number}: {_values_text(self.spec, record)}",
             )
         elif record.state == "pruned":
             self._event("Normal", "TrialPruned", f"trial {record.number}: {record.reason}")
@@ -558,9 +559,19 @@ def _display(status: Mapping[str, Any]) -> dict[str, str]:
     shown: dict[str, str] = {}
     if status.get("bestTrial") is not None:
         shown["best"] = f"{status['bestTrial']['value']:.4g}"
+    elif status.get("paretoFront") is not None:
+        shown["best"] = objectives.describe_front(status["paretoFront"])
     if "suggestedLr" in (status.get("lrRangeTest") or {}):
         shown["lr"] = f"{status['lrRangeTest']['suggestedLr']:.3g}"
     return shown
+
+
+def _values_text(spec: StudySpec, record: TrialRecord) -> str:
+    """metric=value for each objective of a finished trial."""
+    values = record.values if record.values is not None else (record.value,)
+    return ", ".join(
+        f"{g.metric}={v:.6g}" for g, v in zip(spec.goals, values, strict=False) if v is not None
+    )
 
 
 def _params(record: TrialRecord) -> str:

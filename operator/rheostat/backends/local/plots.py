@@ -6,6 +6,9 @@
   best-so-far line.
 - intermediate.png: every trial's intermediate objective by step; pruned trials stop
   early, which is the point of pruning.
+- pareto.png (several objectives): every complete trial by its first two
+  objectives, the Pareto front highlighted and joined in order; with more than two
+  objectives the title says that only the first two are drawn.
 
 They read :class:`StudyResults`, so a cluster study read back by `rheostat plot`
 gets the same pictures as a local run.
@@ -22,7 +25,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from rheostat import objectives
 from rheostat.backends.local.report import StudyResults
+from rheostat.events import TrialView
 from rheostat.lr_range import LrRangeResult
 
 STATE_COLOURS = {"complete": "tab:blue", "pruned": "tab:orange", "failed": "tab:red"}
@@ -91,8 +96,9 @@ def plot_lr_range(result: LrRangeResult, path: Path, narrowed: tuple[float, floa
 
 
 def plot_history(results: StudyResults, path: Path) -> Path:
-    metric = results.spec.objective.metric
-    maximize = results.spec.objective.direction == "maximize"
+    metric = results.spec.primary.metric
+    maximize = results.spec.primary.direction == "maximize"
+    several = results.spec.multi_objective
     trials = [t for t in results.trials if t.state != "running"]
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for state, colour in STATE_COLOURS.items():
@@ -108,7 +114,8 @@ def plot_history(results: StudyResults, path: Path) -> Path:
             axes.scatter(xs, ys, color=colour, label=state, s=28, zorder=3)
     best_x, best_y, best = [], [], None
     for trial in sorted(trials, key=lambda t: t.number):
-        if trial.state != "complete" or trial.value is None:
+        # With several objectives there is no best so far; pareto.png shows the result.
+        if several or trial.state != "complete" or trial.value is None:
             continue
         if best is None or (trial.value > best if maximize else trial.value < best):
             best = trial.value
@@ -144,12 +151,57 @@ def plot_intermediate(results: StudyResults, path: Path) -> Path:
             markersize=3,
         )
     axes.set_xlabel("step")
-    axes.set_ylabel(results.spec.objective.metric)
+    axes.set_ylabel(results.spec.primary.metric)
     axes.set_title("Intermediate values (orange: pruned)")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def plot_pareto(results: StudyResults, path: Path) -> Path:
+    """All complete trials on the first two objectives; the front highlighted and joined."""
+    goals = results.spec.goals
+    x_goal, y_goal = goals[0], goals[1]
+    scored = [t for t in results.trials if t.state == "complete" and t.values is not None]
+    front = objectives.pareto_front(results.trials, goals)
+    on_front = {t.number for t in front}
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    others = [t for t in scored if t.number not in on_front]
+    if others:
+        axes.scatter(
+            [_value(t, 0) for t in others],
+            [_value(t, 1) for t in others],
+            color="0.6",
+            s=24,
+            label="trial",
+            zorder=2,
+        )
+    if front:
+        ordered = sorted(front, key=lambda t: (_value(t, 0), _value(t, 1)))
+        xs, ys = [_value(t, 0) for t in ordered], [_value(t, 1) for t in ordered]
+        axes.plot(xs, ys, color="tab:red", linewidth=1.5, zorder=3)
+        axes.scatter(xs, ys, color="tab:red", s=40, label="Pareto front", zorder=4)
+        for trial, x, y in zip(ordered, xs, ys, strict=True):
+            axes.annotate(
+                f"#{trial.number}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
+    axes.set_xlabel(f"{x_goal.metric} ({x_goal.direction})")
+    axes.set_ylabel(f"{y_goal.metric} ({y_goal.direction})")
+    title = f"Pareto front ({len(front)} of {len(scored)} complete trials)"
+    if len(goals) > 2:
+        title += f"\nfirst two of {len(goals)} objectives; the front is over all of them"
+    axes.set_title(title)
+    if scored:
+        axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _value(trial: TrialView, index: int) -> float:
+    return (trial.values or ())[index]
 
 
 def _last(values: dict[int, float]) -> float | None:
@@ -159,6 +211,8 @@ def _last(values: dict[int, float]) -> float | None:
 def write_plots(results: StudyResults, workdir: Path) -> list[Path]:
     """Every plot that has data to show."""
     written = [plot_history(results, workdir / "history.png")]
+    if results.spec.multi_objective:
+        written.append(plot_pareto(results, workdir / "pareto.png"))
     if any(t.intermediate for t in results.trials):
         written.append(plot_intermediate(results, workdir / "intermediate.png"))
     if results.lr_result is not None:

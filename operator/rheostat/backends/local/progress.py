@@ -6,7 +6,7 @@ the way Optuna and Ray Tune users are used to reading a study as it runs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 from rich.console import Console
@@ -28,10 +28,12 @@ def format_params(params: Mapping[str, object]) -> str:
     )
 
 
-def describe(trial: TrialView, metric: str) -> str:
-    """One line for a finished trial."""
+def describe(trial: TrialView, metric: str, metrics: Sequence[str] = ()) -> str:
+    """One line for a finished trial; `metrics` names each value of several objectives."""
     colour = {"complete": "green", "pruned": "yellow", "failed": "red"}.get(trial.state, "white")
     value = f" {metric}={trial.value:.5g}" if trial.value is not None else ""
+    if trial.values is not None and metrics:
+        value = "".join(f" {m}={v:.5g}" for m, v in zip(metrics, trial.values, strict=False))
     duration = f" in {trial.duration:.1f}s" if trial.duration is not None else ""
     reason = f" — {trial.reason}" if trial.reason and trial.state != "complete" else ""
     return (
@@ -109,17 +111,19 @@ class ProgressDisplay:
             self._trials = self.progress.add_task(
                 "trials", total=self.engine.target_trials, detail=""
             )
+        spec = self.engine.spec
+        metrics = [g.metric for g in spec.goals] if spec.multi_objective else []
         if counts.finished != len(self._announced):
             for trial in self.engine.trials():
                 if trial.state != "running" and trial.number not in self._announced:
                     self._announced.add(trial.number)
-                    self._print(describe(trial, self.engine.spec.objective.metric))
+                    self._print(describe(trial, spec.primary.metric, metrics))
         best = self.engine.best()
         detail = f"running {counts.running}"
         if best is not None and best.value is not None:
-            detail += (
-                f" · best {self.engine.spec.objective.metric}={best.value:.5g} (#{best.number})"
-            )
+            detail += f" · best {spec.primary.metric}={best.value:.5g} (#{best.number})"
+        elif spec.multi_objective and (front := self.engine.front()):
+            detail += f" · Pareto front of {len(front)}"
         self.progress.update(
             self._trials, completed=counts.finished, total=self.engine.target_trials, detail=detail
         )

@@ -20,6 +20,7 @@ from types import FrameType, TracebackType
 
 import optuna
 
+from rheostat import objectives
 from rheostat.backends.local.lock import WorkdirBusyError, WorkdirLock
 from rheostat.backends.local.process import (
     PortAllocator,
@@ -101,7 +102,7 @@ def open_study(study: TuningStudy, workdir: Path, *, fresh: bool = False) -> opt
     optuna_study = optuna.create_study(
         storage=storage,
         study_name=study.metadata.name,
-        direction=study.spec.objective.direction,
+        directions=objectives.directions(study.spec),
         load_if_exists=True,
     )
     fingerprint = spec_fingerprint(study)
@@ -264,15 +265,16 @@ class LocalRunner:
 
     def _scrape_running(self, now: float) -> list[Action]:
         actions: list[Action] = []
-        metric = self.study.spec.objective.metric
+        goals = [g.metric for g in self.study.spec.goals]
         for number, process in list(self.processes.items()):
             sample = scrape(process.metrics_url, timeout=0.5)
             if sample is None or sample.step is None:
                 continue
             if number == LR_RANGE_TEST_NUMBER:
                 self.display.lr_test_step(sample.step)
-            elif metric in sample.metrics:
-                event = Progress(number, sample.step, sample.metrics[metric])
+            elif goals[0] in sample.metrics:
+                seen = {m: sample.metrics[m] for m in goals if m in sample.metrics}
+                event = Progress(number, sample.step, sample.metrics[goals[0]], seen)
                 actions += self.engine.observe(event, now)
         return actions
 

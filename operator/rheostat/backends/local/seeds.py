@@ -52,15 +52,22 @@ def load_seeds(spec: StudySpec) -> list[TrialRecord]:
 def _from_results(path: Path, spec: StudySpec) -> list[TrialRecord]:
     try:
         document = json.loads(path.read_text())
-        metric = document["objective"]["metric"]
+        document = json.loads(path.read_text())
         trials: list[dict[str, Any]] = document["trials"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise SeedError(f"spec.warmStart.fromStudy: {path} is no results.json: {error}") from None
-    if metric != spec.objective.metric:
+    if "objective" not in document:
+        # Several objectives: no one value per trial to tell a single-objective sampler.
+        raise SeedError(
+            f"spec.warmStart.fromStudy: {path} is a study with several objectives; "
+            "it cannot seed a study with one"
+        )
+    metric = (document["objective"] or {}).get("metric")
+    if metric != spec.primary.metric:
         # Another metric's values would mislead the sampler, not warm it up.
         raise SeedError(
             f"spec.warmStart.fromStudy: {path} optimised {metric!r}, "
-            f"this study {spec.objective.metric!r}"
+            f"this study {spec.primary.metric!r}"
         )
     return [
         TrialRecord(
@@ -84,6 +91,11 @@ def _from_database(path: Path) -> list[TrialRecord]:
                 f"spec.warmStart.fromStudy: {path} holds {len(summaries)} studies, not one"
             )
         study = optuna.load_study(study_name=summaries[0].study_name, storage=storage)
+        if len(study.directions) > 1:
+            raise SeedError(
+                f"spec.warmStart.fromStudy: {path} is a study with several objectives; "
+                "it cannot seed a study with one"
+            )
         trials = study.get_trials(deepcopy=False)
     finally:
         storage.remove_session()
