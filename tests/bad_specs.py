@@ -75,6 +75,43 @@ def _set(path: str, value: Any) -> Callable[[Document], None]:
 _DELETE = object()
 
 
+def objectives_study(
+    metrics: tuple[str, ...] = ("accuracy", "size"), algorithm: str = "nsga2"
+) -> Document:
+    """The good study with several objectives (maximize the first, minimize the rest)."""
+    document = copy.deepcopy(good_study())
+    _with_objectives(document, metrics=metrics)
+    document["spec"]["algorithm"]["name"] = algorithm
+    return document
+
+
+def _with_objectives(
+    doc: Document,
+    *,
+    metrics: tuple[str, ...] = ("accuracy", "size"),
+    keep_objective: bool = False,
+    pruner: str | None = "none",
+) -> None:
+    """Give `doc` several objectives, and no pruning unless `pruner` says otherwise."""
+    spec = doc["spec"]
+    if not keep_objective:
+        del spec["objective"]
+    directions = ["maximize"] + ["minimize"] * (len(metrics) - 1)
+    spec["objectives"] = [
+        {"metric": m, "direction": d} for m, d in zip(metrics, directions, strict=True)
+    ]
+    if pruner is not None:
+        spec["earlyStopping"] = {"pruner": pruner}
+
+
+def _both(*patches: Callable[[Document], None]) -> Callable[[Document], None]:
+    def apply(doc: Document) -> None:
+        for patch in patches:
+            patch(doc)
+
+    return apply
+
+
 BAD_CASES: list[BadCase] = [
     BadCase("empty-parameter-list", _set("spec.parameters", []), "spec.parameters"),
     BadCase("min-equals-max", _param(1, min=0.5, max=0.5), "spec.parameters[1].max"),
@@ -168,15 +205,49 @@ BAD_CASES: list[BadCase] = [
         _set("spec.warmStart", {"fromStudy": ""}),
         "spec.warmStart.fromStudy",
     ),
+    # Several objectives (`objectives`) instead of one (`objective`): exactly one of them.
+    BadCase("no-objective-at-all", _set("spec.objective", _DELETE), "spec.objective"),
+    BadCase(
+        "objective-and-objectives",
+        lambda doc: _with_objectives(doc, keep_objective=True),
+        "spec.objective",
+    ),
+    BadCase(
+        "objectives-with-one-metric",
+        lambda doc: _with_objectives(doc, metrics=("accuracy",)),
+        "spec.objectives",
+    ),
+    BadCase(
+        "objectives-naming-a-metric-twice",
+        lambda doc: _with_objectives(doc, metrics=("accuracy", "accuracy")),
+        "spec.objectives",
+    ),
+    BadCase(
+        "objectives-with-pruning-by-default",
+        lambda doc: _with_objectives(doc, pruner=None),
+        "spec.earlyStopping.pruner",
+    ),
+    BadCase(
+        "objectives-with-a-median-pruner",
+        lambda doc: _with_objectives(doc, pruner="median"),
+        "spec.earlyStopping.pruner",
+    ),
+    BadCase(
+        "objectives-with-cmaes",
+        _both(_with_objectives, _set("spec.algorithm.name", "cmaes")),
+        "spec.algorithm.name",
+    ),
+    BadCase(
+        "objectives-warm-started-from-a-study",
+        _both(_with_objectives, _set("spec.warmStart", {"fromStudy": "old"})),
+        "spec.warmStart.fromStudy",
+    ),
+    BadCase(
+        "objectives-with-an-empty-metric",
+        lambda doc: _with_objectives(doc, metrics=("accuracy", "")),
+        "spec.objectives[1].metric",
+    ),
 ]
-
-
-def _both(*patches: Callable[[Document], None]) -> Callable[[Document], None]:
-    def apply(doc: Document) -> None:
-        for patch in patches:
-            patch(doc)
-
-    return apply
 
 
 # Refused by `rheostat validate` and by the operator when it reads the study, but not

@@ -7,7 +7,8 @@ on one CPU thread, so a study of dozens of trials is a demo, not a wait.
 Knobs (all optional, from ``rheostat_trainer.params()``): ``lr``, ``momentum``,
 ``dropout``, ``layers`` (conv blocks), ``width`` (channels), ``batch_size``,
 ``optimizer`` (``sgd`` | ``adam`` | ``rmsprop``). In ``trial`` mode it trains
-and reports validation accuracy and loss every epoch; in ``lr-range-test`` mode
+and reports validation accuracy and loss (and the model's ``weights`` count, a
+second objective for a multi-objective study) every epoch; in ``lr-range-test`` mode
 it runs ``lr_range_test`` on the same model and data and exits.
 """
 
@@ -162,7 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lr range test: {len(lrs)} steps, lowest loss {best_loss:.4g} at lr {best_lr:.3g}")
         return 0
 
-    print(f"digits: {knobs} on {device}", flush=True)
+    # The model's size: a second objective for a multi-objective study (accuracy vs size).
+    size = float(sum(p.numel() for p in model.parameters()))
+    print(f"digits: {knobs} on {device}, {size:.0f} parameters", flush=True)
     accuracy, val_loss = math.nan, math.nan
     rt.should_stop()  # install the SIGTERM handler before training starts
     for epoch in range(args.epochs):
@@ -173,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             loss_fn(model(inputs), targets).backward()
             optimizer.step()
         accuracy, val_loss = evaluate(model, x_val, y_val)
-        rt.report(epoch, accuracy=accuracy, loss=val_loss)
+        rt.report(epoch, accuracy=accuracy, loss=val_loss, weights=size)
         seconds = time.perf_counter() - started
         print(
             f"epoch {epoch}: val_accuracy={accuracy:.4f} val_loss={val_loss:.4f} ({seconds:.2f}s)",
@@ -182,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rt.should_stop():
             print("digits: stopping early (SIGTERM)", flush=True)
             break
-    rt.finish(accuracy=accuracy, loss=val_loss)
+    rt.finish(accuracy=accuracy, loss=val_loss, weights=size)
     return 0
 
 
