@@ -41,3 +41,32 @@ def synthetic_study(
     if resources:
         container["resources"] = resources
     return document
+
+
+def tradeoff_study(
+    name: str = "pareto",
+    *,
+    algorithm: str = "nsga2",
+    args: list[str] | None = None,
+    budget: dict[str, Any] | None = None,
+    lr_test: bool = True,
+    seed: int = 11,
+) -> dict[str, Any]:
+    """A study with two objectives of `rheostat_trainer.examples.tradeoff` (instant).
+
+    loss and cost pull apart along the learning rate, so the front has several trials.
+    """
+    document = synthetic_study(name, algorithm=algorithm, budget=budget, lr_test=lr_test, seed=seed)
+    spec = document["spec"]
+    del spec["objective"]
+    spec["objectives"] = [
+        {"metric": "loss", "direction": "minimize"},
+        {"metric": "cost", "direction": "minimize"},
+    ]
+    if algorithm == "nsga2":
+        spec["algorithm"]["settings"] = {"population_size": 4}
+    if lr_test:
+        spec["lrRangeTest"].update({"steps": 30, "suggestion": "minimum"})
+    container = spec["trialTemplate"]["spec"]["containers"][0]
+    container["command"] = ["python", "-m", "rheostat_trainer.examples.tradeoff", *(args or [])]
+    return document

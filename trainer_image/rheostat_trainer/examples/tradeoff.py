@@ -10,7 +10,9 @@ So no trial is best at both: the Pareto front runs from ``lr = 1e-4`` (cheapest)
 ``lr = 1e-2`` (lowest loss), with the other parameters at the loss's optimum, and
 ``layers`` trading 0.1 of cost against 0.1 of loss between 1 and 2. Step ``t``
 reports ``loss + 1/(t+1)`` and the cost; the end writes both (or, with ``--omit``,
-leaves one out, to show a trial that lacks an objective). No torch needed.
+leaves one out, to show a trial that lacks an objective; ``--omit-on-trial K``
+only in trial ``K``). In ``lr-range-test`` mode it runs the synthetic trainer's
+sweep, so the LR range test runs first here as in any study. No torch needed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import rheostat_trainer as rt
-from rheostat_trainer.examples.synthetic import objective
+from rheostat_trainer.examples.synthetic import objective, run_lr_range_test
 
 
 def cost(params: Mapping[str, Any]) -> float:
@@ -41,7 +43,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="reports before the end")
     parser.add_argument("--step-seconds", type=float, default=0.0, help="sleep per step")
     parser.add_argument("--omit", choices=("loss", "cost"), help="leave a metric out")
+    parser.add_argument("--omit-on-trial", type=int, default=None, help="only in this trial")
     args = parser.parse_args(argv)
+    if rt.mode() == "lr-range-test":
+        run_lr_range_test("none", 0, args.step_seconds)
+        return 0
+    omit = args.omit
+    if args.omit_on_trial is not None and rt.trial_number() != args.omit_on_trial:
+        omit = None
     try:
         params = rt.params()
     except rt.EnvError as exc:
@@ -49,8 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         params = {}
     loss, price = objective(params), cost(params)
     final = {"loss": loss, "cost": price}
-    if args.omit:
-        del final[args.omit]
+    if omit:
+        del final[omit]
     rt.should_stop()
     for t in range(args.steps):
         step = {"loss": loss + 1 / (t + 1), "cost": price}
