@@ -7,8 +7,8 @@ one reconcile pass off the event loop, fed from those indexes, with no LIST. Whi
 trials run, the study is also passed over at its metrics scrape interval (metrics
 are pulled, timeouts need a clock); an idle study only gets a slow safety resync.
 An invalid study is a permanent error with a Failed condition, never retried.
-Deletion needs no handler: owner references let the garbage collector remove
-trials, Jobs and pods.
+Deletion needs no change handler: owner references let the garbage collector remove
+trials, Jobs and pods, and the study's DELETED watch event drops its cache.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import contextlib
 import copy
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -43,6 +43,9 @@ LOGGER = logging.getLogger(__name__)
 RECONCILER: Reconciler | None = None
 StudyKey = tuple[str, str]  # (namespace, study name)
 WAKE: dict[StudyKey, asyncio.Event] = {}
+# Each study's validated spec and the generation it was read from, by uid.
+SPECS: dict[str, tuple[Any, StudySpec]] = {}
+STUDY_KIND = "TuningStudy"
 OWNED = {LABEL_STUDY: kopf.PRESENT}
 
 
@@ -70,10 +73,31 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         ThreadPoolExecutor(max_workers=PASS_THREADS, thread_name_prefix="reconcile")
     )
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="rheostat.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="rheostat.dev")
+    settings.persistence.diffbase_storage = StudiesOnlyDiffBase(prefix="rheostat.dev")
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 60
     settings.execution.max_workers = 8
+
+
+class StudiesOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """Kopf's diff base, built for TuningStudies only.
+
+    Kopf builds a diff base (a deep copy of the object, then pruned) for every watch
+    event of every watched kind, although only change handlers and daemons use it. Our
+    Jobs, pods and TuningTrials are watched only to wake their study, so copying each
+    pod on each of its events was pure cost: ~6 % of the operator's CPU in the
+    10-studies benchmark. Their essence is empty; a study's is Kopf's own.
+    """
+
+    def build(
+        self,
+        *,
+        body: kopf.Body,
+        extra_fields: Iterable[str | tuple[str, ...] | list[str] | None] | None = None,
+    ) -> kopf.BodyEssence:
+        if body.get("kind") != STUDY_KIND:
+            return cast("kopf.BodyEssence", {})
+        return super().build(body=body, extra_fields=extra_fields)
 
 
 # ----- what the watches saw, in memory ----------------------------------------------
@@ -116,11 +140,22 @@ async def wake_on_pod(*, namespace: str | None, labels: kopf.Labels, **_: Any) -
 
 @kopf.on.event(API_GROUP, API_VERSION, STUDIES, id="wake-on-study")
 async def wake_on_study(
-    *, namespace: str | None, name: str, meta: kopf.Meta, status: kopf.Status, **_: Any
+    *,
+    type: str | None,  # Kopf's name for the watch event's type
+    namespace: str | None,
+    name: str,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    **_: Any,
 ) -> None:
+    key = (namespace or "", name)
+    if type == "DELETED":  # gone for good (the daemon was stopped before): drop its cache
+        reconciler().forget(str(meta.get("uid")))
+        SPECS.pop(str(meta.get("uid")), None)
+        WAKE.pop(key, None)
     # Only a spec change (a new budget) matters; our own status writes do not.
-    if meta.get("generation") != status.get("observedGeneration"):
-        _wake((namespace or "", name)).set()
+    elif meta.get("generation") != status.get("observedGeneration"):
+        _wake(key).set()
 
 
 # ----- the study's driver -----------------------------------------------------------
@@ -190,7 +225,21 @@ def drive_once(body: Mapping[str, Any], children: Children) -> float:
 
 
 def _valid_spec(body: Mapping[str, Any]) -> StudySpec:
-    """The study's spec, or a Failed status and a permanent error naming every problem."""
+    """The study's spec, or a Failed status and a permanent error naming every problem.
+
+    A spec is parsed and checked once per generation (the API server bumps it on every
+    spec change), not on every pass: that was ~5 % of the operator's CPU.
+    """
+    uid, generation = str(body["metadata"]["uid"]), body["metadata"].get("generation")
+    cached = SPECS.get(uid)
+    if cached is not None and cached[0] == generation:
+        return cached[1]
+    spec = _parse_spec(body)
+    SPECS[uid] = (generation, spec)
+    return spec
+
+
+def _parse_spec(body: Mapping[str, Any]) -> StudySpec:
     document = {
         "apiVersion": body["apiVersion"],
         "kind": body["kind"],
@@ -235,12 +284,6 @@ def _write_status(body: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
         kopf.warn(_as_body(body), reason="StatusWriteFailed", message=message)
         return False
     return True
-
-
-@kopf.on.delete(API_GROUP, API_VERSION, STUDIES, id="forget", optional=True)
-def forget(*, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
-    reconciler().forget(body["metadata"]["uid"])
-    WAKE.pop((namespace or "", name), None)
 
 
 @kopf.on.probe(id="studies")

@@ -414,16 +414,21 @@ class _Pass:
         return []
 
     def _persist(self, runtime: _Runtime) -> None:
-        """Write each trial's record where it changed: the cluster is the database."""
+        """Write each trial's record where it changed: the cluster is the database.
+
+        Only launched trials have a record (a skipped proposal has none), and a record
+        stored as finished never changes again, so a pass looks at the running ones:
+        not every trial of a 1,000-trial study, every pass.
+        """
         engine = runtime.engine
-        for number in range(len(engine.study.trials)):
+        for number, stored in list(runtime.persisted.items()):
+            before = stored.get("state")
+            if before not in {None, "Running"}:
+                continue
             record = engine.record(number)
             if record.kind == "duplicate":
                 continue
-            if number not in runtime.persisted:
-                continue  # never launched (a skipped proposal)
-            before = runtime.persisted[number].get("state")
-            started = runtime.persisted[number].get("startedAt")
+            started = stored.get("startedAt")
             if (
                 self._write_record(runtime, record)
                 and before == "Running"
