@@ -116,6 +116,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"  best #{summary.best_trial.number}: {summary.best_trial.value:.6g} "
                 f"{summary.best_trial.params}"
             )
+        elif len(study.directions) > 1 and (front := study.best_trials):
+            numbers = ", ".join(f"#{t.number}" for t in front)
+            print(f"  Pareto front of {len(front)}: {numbers}")
     return 0
 
 
