@@ -3,8 +3,9 @@
 Hypothesis mutates a valid study the way a hostile user (or a careless template)
 would: numbers as strings or booleans, boundary and huge numbers, empty, repeated or
 huge lists, steps that do not fit their range, long and unicode names, unknown
-fields, missing fields. Every document goes to `rheostat validate`'s own checks and
-to a server-side dry run through the generated CRD. They must agree, except where
+fields, missing fields, several objectives (consistent or not). Every document goes
+to `rheostat validate`'s own checks and to a server-side dry run through the
+generated CRD. They must agree, except where
 the API server cannot see a field (a categorical's untyped values) or the check
 needs the search space (Optuna settings): those the operator refuses when it reads
 the study, with an InvalidSpec condition (see rheostat.spec.Rule).
@@ -115,7 +116,17 @@ def mutations(draw: st.DrawFn) -> dict[str, Any]:
     for _ in range(draw(st.integers(min_value=1, max_value=3))):
         kind = draw(
             st.sampled_from(
-                ["number", "not-number", "bool", "string", "unknown", "drop", "list", "values"]
+                [
+                    "number",
+                    "not-number",
+                    "bool",
+                    "string",
+                    "unknown",
+                    "drop",
+                    "list",
+                    "values",
+                    "objectives",
+                ]
             )
         )
         if kind == "number":
@@ -146,12 +157,34 @@ def mutations(draw: st.DrawFn) -> dict[str, Any]:
                     parameters.append({"name": f"p{index}", "type": "int", "min": 0, "max": 3})
             else:
                 document["spec"]["parameters"] = parameters[:1]
+        elif kind == "objectives":
+            _mutate_objectives(draw, document["spec"])
         else:
             values = draw(
                 st.lists(st.one_of(st.text(max_size=5), st.integers(), st.booleans()), max_size=4)
             )
             _set(document, ("spec", "parameters", 3, "values"), values)
     return document
+
+
+def _mutate_objectives(draw: st.DrawFn, spec: dict[str, Any]) -> None:
+    """Several objectives, right or wrong: too few or many, repeated or odd metrics,
+    alongside `objective` or instead of it, with or without pruning, with any sampler."""
+    metrics = draw(
+        st.lists(st.sampled_from(["accuracy", "loss", "size", "", "m" * 300]), max_size=10)
+    )
+    directions = st.sampled_from(["minimize", "maximize", "up"])
+    spec["objectives"] = [{"metric": m, "direction": draw(directions)} for m in metrics]
+    if draw(st.booleans()):
+        spec.pop("objective", None)
+    if draw(st.booleans()):
+        spec["earlyStopping"] = {"pruner": draw(st.sampled_from(["none", "median"]))}
+    if draw(st.booleans()):
+        spec.setdefault("algorithm", {})["name"] = draw(
+            st.sampled_from(["nsga2", "cmaes", "tpe", "bayesian"])
+        )
+    if draw(st.booleans()):
+        spec["warmStart"] = {"fromStudy": "earlier"}
 
 
 def local_verdict(document: dict[str, Any]) -> tuple[bool, bool]:
