@@ -9,6 +9,8 @@ Two sources, both optional (`spec.warmStart`):
   never runs one twice.
 - an earlier study's finished trials, handed over by a backend as plain
   :class:`TrialRecord`s, are *told* to the sampler (`add_trial`) and never re-run.
+  Only single-objective values are told: a study with several objectives can only
+  warm-start from configurations, and an earlier study with several seeds nothing.
   They are marked `kind="seeded"`, so the budget and every reader leave them out:
   they cost this study no compute, so they do not count against maxTrials.
 
@@ -71,6 +73,11 @@ def seed(
     """
     if study.get_trials(deepcopy=False):
         return []
+    if any(r.values is not None for r in records):
+        # Each trial has one value per objective there, and no one value is this
+        # study's: telling the first would mislead the sampler, not warm it up. (A study
+        # with several objectives cannot name fromStudy at all: see the spec's rules.)
+        return [f"{source} has several objectives and this study one: nothing was told"]
     warnings = []
     for stored in sorted(records, key=lambda r: r.number):
         if limit is not None and len(study.get_trials(deepcopy=False)) >= limit:

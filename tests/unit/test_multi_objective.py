@@ -323,3 +323,36 @@ def test_a_cluster_study_shows_its_front() -> None:
     row = study_row(body)
     assert row.front == 2
     assert "front of 2" in study_lines([row], namespaces=False)
+
+
+# ----- warm start ---------------------------------------------------------------------
+
+
+def test_configurations_warm_start_a_study_with_objectives() -> None:
+    spec = make_spec(warmStart={"configurations": [{"lr": 0.01, "momentum": 0.5}]})
+    engine = Engine.open(spec, optuna.create_study(directions=["maximize", "minimize"]))
+    first = next(a for a in engine.next_actions(0.0) if isinstance(a, StartTrial))
+    assert (first.params["lr"], first.params["momentum"]) == (0.01, 0.5)
+
+
+def test_an_earlier_study_with_objectives_seeds_nothing_and_says_so() -> None:
+    document = objectives_study()
+    document["spec"]["objective"] = {"metric": "accuracy"}
+    del document["spec"]["objectives"]
+    document["spec"]["warmStart"] = {"fromStudy": "earlier"}
+    document["spec"].pop("lrRangeTest")
+    spec = study_from_mapping(document).spec
+    earlier = [
+        TrialRecord(
+            0,
+            {"lr": 0.1, "momentum": 0.5, "layers": 2, "optimizer": "sgd"},
+            "complete",
+            value=0.9,
+            values=(0.9, 1000.0),
+        )
+    ]
+    engine = Engine.open(spec, optuna.create_study(direction="maximize"), seeds=earlier)
+    assert engine.warnings == [
+        "earlier has several objectives and this study one: nothing was told"
+    ]
+    assert engine.study.get_trials() == []
