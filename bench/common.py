@@ -174,10 +174,13 @@ def drive(spec: StudySpec, run_trial: TrialFn, run_lr_test: LrTestFn | None = No
     """
     quiet()
     started = time.perf_counter()
-    study = optuna.create_study(direction=spec.objective.direction)
+    objective = spec.objective
+    if objective is None:
+        raise ValueError("drive() runs one-objective studies; several: bench.multi_objective")
+    study = optuna.create_study(direction=objective.direction)
     engine = Engine.open(spec, study)
     run = StudyRun(phase=engine.phase)
-    metric = spec.objective.metric
+    metric = objective.metric
     launched: list[tuple[int, int, float, dict[str, Scalar]]] = []
     guard = 0
     while not engine.done:

@@ -10,9 +10,9 @@ rule: in the band or not, the distance to it in decades, and, for the narrowed
 range the search would get, whether it covers the band and how many decades of
 it lie outside.
 
-It also times the LR test against one full trial of a realistic workload (a wide
-CNN on augmented digits, tens of seconds of CPU per trial), since on the tiny
-benchmark tasks 100 sweep steps are a large share of a trial.
+It also times the LR test against one full trial of a realistic workload
+(:mod:`bench.lr_cost`), since on the tiny benchmark tasks 100 sweep steps are a
+large share of a trial.
 
 Raw results (grid scores, curves, timings) go to ``lr_advice_raw.json``; the
 scoring is recomputed from them by ``--render``, so a change to the rules in
@@ -27,11 +27,12 @@ import argparse
 import math
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import lr_cost
 from bench.common import fmt, markdown_table, quiet, run_jobs, write_json
 
 #: The good band: median accuracy within this much of the best median.
@@ -82,7 +83,7 @@ class Sizes:
     realistic_epochs: int
 
 
-FULL = Sizes(4, (-4.0, 0.5), seeds=3, lr_test_seeds=3, epochs_scale=1.0, realistic_epochs=24)
+FULL = Sizes(4, (-4.0, 0.5), seeds=3, lr_test_seeds=3, epochs_scale=1.0, realistic_epochs=32)
 SMOKE = Sizes(1, (-2.0, -1.0), seeds=1, lr_test_seeds=1, epochs_scale=0.0, realistic_epochs=1)
 
 
@@ -159,77 +160,6 @@ def run_job(job: Job) -> dict[str, Any]:
             optimizer.step()
     accuracy, _ = digits.evaluate(model, x_val, y_val)
     return {"accuracy": accuracy if math.isfinite(accuracy) else 0.0}
-
-
-# ------------------------------------------------------------------ realistic workload
-
-
-def _augmented(x: Any, generator: Any) -> Any:
-    """Digits shifted by up to one pixel each way, with pixel noise: a new copy per call."""
-    import torch
-
-    shifts = torch.randint(-1, 2, (2,), generator=generator).tolist()
-    moved = torch.roll(x, shifts=(shifts[0], shifts[1]), dims=(2, 3))
-    return (moved + 0.05 * torch.randn(x.shape, generator=generator)).clamp(0.0, 1.0)
-
-
-def _realistic_batches(
-    x: Any, y: Any, copies: int, batch_size: int, generator: Any
-) -> Iterator[tuple[Any, Any]]:
-    """One epoch: ``copies`` augmented passes over the training set."""
-    from rheostat_trainer.examples import digits
-
-    for _ in range(copies):
-        yield from digits.batches(_augmented(x, generator), y, batch_size, generator)
-
-
-def realistic_cost(epochs: int) -> dict[str, Any]:
-    """CPU seconds of the LR test (100 steps) and of one full trial of a wide CNN."""
-    import itertools
-
-    import torch
-    from torch import nn
-
-    from rheostat_trainer.examples import digits
-    from rheostat_trainer.lr_finder import lr_range_test
-
-    torch.set_num_threads(1)
-    copies, batch = 4, 64
-    knobs = digits.Knobs(lr=0.05, layers=3, width=128, batch_size=batch)
-    x_train, y_train, x_val, y_val = digits.load_data(torch.device("cpu"))
-    gen = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    model = digits.build_model(knobs)
-    optimizer = digits.build_optimizer(knobs, model)
-    loss_fn = nn.CrossEntropyLoss()
-
-    def endless() -> Iterator[tuple[Any, Any]]:
-        while True:
-            yield from _realistic_batches(x_train, y_train, copies, batch, gen)
-
-    start = time.process_time()
-    lrs, _ = lr_range_test(model, optimizer, loss_fn, itertools.islice(endless(), 10**6), **SWEEP)  # type: ignore[arg-type]
-    lr_test_cpu = time.process_time() - start
-    start, steps = time.process_time(), 0
-    for _ in range(epochs):
-        model.train()
-        for inputs, targets in _realistic_batches(x_train, y_train, copies, batch, gen):
-            optimizer.zero_grad(set_to_none=True)
-            loss_fn(model(inputs), targets).backward()
-            optimizer.step()
-            steps += 1
-        accuracy, _ = digits.evaluate(model, x_val, y_val)
-    trial_cpu = time.process_time() - start
-    return {
-        "title": f"digits CNN 3x128 on 4 augmented copies per epoch, SGD, batch {batch}, "
-        f"{epochs} epochs",
-        "trial_cpu_seconds": trial_cpu,
-        "trial_steps": steps,
-        "trial_accuracy": accuracy,
-        "lr_test_cpu_seconds": lr_test_cpu,
-        "lr_test_steps": len(lrs),
-        "lr_test_share": lr_test_cpu / trial_cpu,
-    }
 
 
 # ------------------------------------------------------------------------- scoring
@@ -384,13 +314,7 @@ def render(raw: dict[str, Any], out: Path) -> dict[str, Any]:
         lines.append(f"Median accuracy by LR: {med}\n")
     cost = raw.get("realistic")
     if cost:
-        lines.append(
-            f"## LR test cost on a realistic workload\n\n{cost['title']}: one trial "
-            f"{fmt(cost['trial_cpu_seconds'])} CPU s ({cost['trial_steps']} steps, accuracy "
-            f"{fmt(cost['trial_accuracy'], 4)}); the LR test {fmt(cost['lr_test_cpu_seconds'])} "
-            f"CPU s ({cost['lr_test_steps']} steps) = **{100 * cost['lr_test_share']:.1f} %** "
-            "of one trial.\n"
-        )
+        lines.append(lr_cost.markdown(cost))
     lines.append(f"Run time: {fmt(raw['seconds'])} s wall on {raw['workers']} workers.\n")
     (out / "lr_advice.md").write_text("\n".join(lines), encoding="utf-8")
     plot(scored, out / "lr_advice.png")
@@ -447,7 +371,7 @@ def collect(sizes: Sizes, out: Path, workers: int) -> dict[str, Any]:
                 scores.setdefault(str(j.lr), []).append(r["accuracy"])
         curves = [{"seed": j.seed, **r} for j, r in mine if j.kind == "lr_test"]
         workloads.append({**asdict(w), "title": w.title(), "grid": scores, "curves": curves})
-    realistic = realistic_cost(sizes.realistic_epochs)
+    realistic = lr_cost.measure(sizes.realistic_epochs, sizes.lr_test_seeds)
     return {
         "sizes": asdict(sizes),
         "workloads": workloads,

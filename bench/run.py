@@ -10,6 +10,7 @@ keeps the others' files, so a section can be refreshed on its own.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -269,12 +270,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     parser.add_argument("--out", type=Path, help="output folder (overrides the default)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="studies run at a time (default 2); results do not depend on it, wall times do",
+    )
     args = parser.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(only) - set(SECTIONS))
     if unknown:
         parser.error(f"unknown sections {unknown}; choose from {', '.join(SECTIONS)}")
     sizes = FULL if args.full else SMOKE
+    if args.workers:
+        sizes = dataclasses.replace(sizes, workers=args.workers)
     if args.render:
         out = args.out or RESULTS
         rerender(out)

@@ -21,6 +21,7 @@ from torch import nn
 
 from bench.common import Reporter
 from rheostat.engine import StartLrRangeTest
+from rheostat.lr_range import DEFAULT_RULE
 from rheostat.spec import Scalar
 from rheostat_trainer.examples import digits
 from rheostat_trainer.lr_finder import lr_range_test
@@ -59,7 +60,8 @@ class Task:
 
 CLASSIFY_CLASSES = 5
 
-#: The digits example's own search space and LR test (examples/digits.yaml).
+#: The digits example's own search space and LR test (examples/digits.yaml; the
+#: suggestion rule is the product's default, as there).
 DIGITS = Task(
     name="digits",
     title="digits CNN (sklearn 8x8 digits, 8 epochs)",
@@ -77,7 +79,7 @@ DIGITS = Task(
         "minLr": 1e-6,
         "maxLr": 3.0,
         "steps": 100,
-        "suggestion": "valley",
+        "suggestion": DEFAULT_RULE,
         "apply": "narrow",
     },
     pruner_settings={"n_startup_trials": 4, "n_warmup_steps": 2},
@@ -101,7 +103,7 @@ CLASSIFY = Task(
         "minLr": 1e-6,
         "maxLr": 3.0,
         "steps": 100,
-        "suggestion": "valley",
+        "suggestion": DEFAULT_RULE,
         "apply": "narrow",
     },
     pruner_settings={"n_startup_trials": 4, "n_warmup_steps": 3},
