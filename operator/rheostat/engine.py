@@ -6,8 +6,10 @@ do next. The engine decides: when to prune or time a trial out, when to retry, w
 the study is done. It performs no I/O; the Optuna study it drives is the state, so
 a study kept in SQLite (local mode) or rebuilt from TuningTrial objects (operator)
 resumes where it stopped. Its collaborators each own one seam: `proposals` (new,
-untried parameters), `ledger` (how trials count and what readers see) and
-`lr_phase` (what the LR range test's outcome does to the study).
+untried parameters), `lifecycle` (a launched trial's reports and its end),
+`ledger` (how trials count and what readers see), `objectives` (one value or
+several, and the Pareto front) and `lr_phase` (what the LR range test's outcome
+does to the study).
 
 Budget accounting, in one place:
 - a trial *finishes* as complete, pruned or failed; `maxTrials` counts finished trials
@@ -49,7 +51,8 @@ from rheostat.events import (
     TrialRecord,
     TrialView,
 )
-from rheostat.ledger import ATTR_ATTEMPT, ATTR_KIND, ATTR_LR_RANGE, ATTR_REASON, ATTR_REQUEUED
+from rheostat.ledger import ATTR_ATTEMPT, ATTR_LR_RANGE
+from rheostat.lifecycle import Lifecycle, RunningTrial
 from rheostat.proposals import Proposer
 from rheostat.sampling import make_pruner, make_sampler
 from rheostat.space import SearchSpace, build_space, grid_size
@@ -79,19 +82,6 @@ ATTR_SPEC = ledger.ATTR_SPEC
 
 
 @dataclass
-class _Running:
-    trial: optuna.Trial
-    asked_at: float
-    attempt: int
-    # When the trainer started (the backend's Started event); the timeout counts from here.
-    started_at: float | None = None
-    last_step: int = -1
-    last_value: float | None = None
-    # Every metric of the last read, for a trial with several objectives.
-    last_metrics: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
 class Engine:
     """Drives one study. Create it with :meth:`open`, then feed events and ask for actions."""
 
@@ -99,7 +89,6 @@ class Engine:
     study: optuna.Study
     space: SearchSpace
     phase: Phase
-    running: dict[int, _Running] = field(default_factory=dict)
     lr_result: lr_range.LrRangeResult | None = None
     lr_error: str | None = None
     exhausted: bool = False
@@ -107,6 +96,15 @@ class Engine:
     warnings: list[str] = field(default_factory=list)  # for the backend to log or emit
     # Per process on purpose: a test started by a tuner that died is started again.
     _lr_test_started: bool = False
+    lifecycle: Lifecycle = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lifecycle = Lifecycle(self.study)
+
+    @property
+    def running(self) -> dict[int, RunningTrial]:
+        """The trials in flight, by number."""
+        return self.lifecycle.running
 
     # ----- construction ----------------------------------------------------------------
 
@@ -148,11 +146,12 @@ class Engine:
         warm_start.enqueue(study, spec, space)
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if adopt is not None and trial.number in adopt:
-                engine.running[trial.number] = _Running(
-                    optuna.Trial(study, trial._trial_id),
+                engine.lifecycle.adopt(
+                    trial._trial_id,
+                    trial.number,
                     asked_at=adopt[trial.number],
                     attempt=int(trial.user_attrs.get(ATTR_ATTEMPT, 1)),
-                    last_step=max(trial.intermediate_values, default=-1),
+                    step=max(trial.intermediate_values, default=-1),
                 )
                 continue
             engine._close_and_retry(
@@ -207,23 +206,23 @@ class Engine:
         if isinstance(event, LrRangeFinished):
             self._finish_lr_range(event)
             return []
-        running = self.running.get(event.number)
-        if running is None:
+        if event.number not in self.running:
             return []  # already closed (pruned, timed out): a late report changes nothing
         if isinstance(event, Started):
-            if running.started_at is None:
-                running.started_at = event.at
+            self.lifecycle.started(event.number, event.at)
             return []
         if isinstance(event, Progress):
-            return self._progress(event)
+            stop = self.lifecycle.progress(self.spec, event)
+            if stop is None:
+                return []
+            self._check_end()  # a pruned trial is finished: the budget may be spent
+            return [stop]
         if isinstance(event, Lost):
             self._close_and_retry(event.number, event.reason)
         elif isinstance(event, Refused):
-            del self.running[event.number]
-            running.trial.set_user_attr(ATTR_REASON, event.reason)
-            self.study.tell(running.trial, state=TrialState.FAIL)
+            self.lifecycle.refuse(event)
         else:
-            self._finished(event)
+            self.lifecycle.finish(self.spec, event)
         self._check_end()
         return []  # a failed study's running trials are stopped by next_actions
 
@@ -235,7 +234,8 @@ class Engine:
         """
         if self.phase == "LrRangeTest":
             return [] if self._lr_test_started else [self._start_lr_test()]
-        actions: list[Action] = self._timeouts(now)
+        actions: list[Action] = []
+        actions += self.lifecycle.timeouts(self.spec.budget.trial_timeout, now)
         self._check_end()
         while self.phase == "Running" and self._may_launch():
             start = self._launch(now)
@@ -244,7 +244,7 @@ class Engine:
             actions.append(start)
         self._check_end()
         if self.phase == "Failed":
-            actions += self._stop_all("the study failed")
+            actions += self.lifecycle.stop_all("the study failed")
         return actions
 
     def set_budget(self, budget: Budget) -> None:
@@ -294,7 +294,7 @@ class Engine:
 
     def record(self, number: int) -> TrialRecord:
         """The stored form of one trial, for a backend to persist after each change."""
-        trial = self.study._storage.get_trial(self._trial_id(number))
+        trial = self.study._storage.get_trial(self.lifecycle.trial_id(number))
         running = self.running.get(number)
         return ledger.record(trial, self.space, running.asked_at if running else 0.0)
 
@@ -387,110 +387,13 @@ class Engine:
             self.exhausted = True  # nothing untried is left: the space is used up
             return None
         trial = proposal.trial
-        self.running[trial.number] = _Running(trial, asked_at=now, attempt=proposal.attempt)
+        self.lifecycle.launch(trial, now, proposal.attempt)
         return StartTrial(trial.number, self.space.complete(trial.params), proposal.attempt)
 
-    def _progress(self, event: Progress) -> list[Action]:
-        running = self.running[event.number]
-        if event.step <= running.last_step:
-            return []
-        if self.spec.multi_objective:
-            # Optuna neither stores nor prunes on intermediate values of several
-            # objectives; they are kept only as the fallback final values.
-            running.last_step = event.step
-            running.last_metrics.update(
-                (k, v) for k, v in event.metrics.items() if math.isfinite(v)
-            )
-            return []
-        if not math.isfinite(event.value):
-            return []
-        running.last_step = event.step
-        running.last_value = event.value
-        running.trial.report(event.value, event.step)
-        if not running.trial.should_prune():
-            return []
-        del self.running[event.number]
-        reason = f"pruned at step {event.step} ({self.spec.primary.metric}={event.value:.6g})"
-        running.trial.set_user_attr(ATTR_REASON, reason)
-        self.study.tell(running.trial, state=TrialState.PRUNED)
-        self._check_end()
-        return [StopTrial(event.number, "pruned")]
-
-    def _finished(self, event: Finished) -> None:
-        running = self.running.pop(event.number)
-        result: float | list[float] | None
-        if self.spec.multi_objective:
-            result, reason = objectives.final_values(self.spec.goals, event, running.last_metrics)
-        else:
-            result, reason = objectives.final_value(
-                self.spec.primary.metric, event, running.last_value
-            )
-        if reason:
-            running.trial.set_user_attr(ATTR_REASON, reason)
-        if result is None:
-            self.study.tell(running.trial, state=TrialState.FAIL)
-        else:
-            self.study.tell(running.trial, result)
-
-    def _timeouts(self, now: float) -> list[Action]:
-        """Trials whose trainer has run longer than trialTimeout (pending time excluded)."""
-        timeout = self.spec.budget.trial_timeout
-        if timeout is None:
-            return []
-        actions: list[Action] = []
-        for number, running in list(self.running.items()):
-            if running.started_at is not None and now - running.started_at > timeout:
-                del self.running[number]
-                running.trial.set_user_attr(ATTR_REASON, f"timed out after {timeout}s")
-                self.study.tell(running.trial, state=TrialState.FAIL)
-                actions.append(StopTrial(number, "timeout"))
-        return actions
-
     def _close_and_retry(self, number: int, reason: str, *, infrastructure: bool = True) -> None:
-        """Close a trial lost to the infrastructure and queue its parameters again.
-
-        An interruption of the tuner itself is nobody's failure: it is always re-run
-        and uses up no attempt. An infrastructure loss uses one of `maxRetries`.
-        """
-        self.running.pop(number, None)
-        frozen = self.study._storage.get_trial(self._trial_id(number))
-        if not set(self.space.distributions) <= set(frozen.params):
-            # Interrupted inside `ask`, before all its parameters were drawn: it never
-            # launched, so there is nothing to re-run (re-queuing a partial set would
-            # let the sampler fill in a parameter set that already ran).
-            self._set_attr(number, ATTR_KIND, "duplicate")
-            self.study.tell(number, state=TrialState.FAIL)
-            return
-        attempt = int(frozen.user_attrs.get(ATTR_ATTEMPT, 1))
-        retry = not infrastructure or attempt <= self.spec.budget.max_retries
-        next_attempt = attempt + 1 if infrastructure else attempt
-        suffix = "; retrying" if retry else f"; gave up after {attempt} attempts"
-        # Attributes first: Optuna refuses to change a trial once it is finished.
-        self._set_attr(number, ATTR_KIND, "retry" if retry else "counted")
-        self._set_attr(number, ATTR_REASON, reason + suffix)
-        self.study.tell(number, state=TrialState.FAIL)
-        if retry:
-            self.study.enqueue_trial(
-                dict(frozen.params), user_attrs={ATTR_ATTEMPT: next_attempt, ATTR_REQUEUED: True}
-            )
-
-    def _trial_id(self, number: int) -> int:
-        storage = self.study._storage
-        return int(storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number))
-
-    def _set_attr(self, number: int, key: str, value: Any) -> None:
-        self.study._storage.set_trial_user_attr(self._trial_id(number), key, value)
-
-    def _stop_all(self, reason: str) -> list[Action]:
-        """Stop every running trial; they are the study's loss, not counted failures."""
-        actions: list[Action] = []
-        for number, running in list(self.running.items()):
-            del self.running[number]
-            running.trial.set_user_attr(ATTR_KIND, "retry")
-            running.trial.set_user_attr(ATTR_REASON, f"stopped: {reason}")
-            self.study.tell(running.trial, state=TrialState.FAIL)
-            actions.append(StopTrial(number, reason))
-        return actions
+        self.lifecycle.close_and_retry(
+            number, reason, self.space, self.spec.budget.max_retries, infrastructure=infrastructure
+        )
 
     def _check_end(self) -> None:
         if self.done or self.phase == "LrRangeTest":
