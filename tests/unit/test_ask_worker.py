@@ -31,6 +31,7 @@ from rheostat.backends.kubernetes.ask_worker import (
 from rheostat.space import SearchSpace
 from rheostat.spec import AlgorithmSpec
 
+pytestmark = pytest.mark.slow  # real worker processes: torch's import alone takes seconds
 GENEROUS = 600.0  # a cold forkserver imports torch: tens of seconds on a busy machine
 SPACE = SearchSpace({"x": FloatDistribution(-5.0, 5.0), "n": IntDistribution(1, 8)})
 GP = AlgorithmSpec(name="bayesian", seed=7)

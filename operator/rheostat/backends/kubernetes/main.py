@@ -55,6 +55,7 @@ def run_operator(
         )
     finally:
         reconciler.metrics.leader.set(0)
+        reconciler.asks.shutdown()  # the GP workers go with the operator
         if elector is not None:
             elector.release()
     return 0

@@ -21,6 +21,7 @@ from typing import Any
 
 from rheostat import lr_phase, objectives, warm_start
 from rheostat.backends.kubernetes import manifests as build
+from rheostat.backends.kubernetes.ask_worker import AskWorker
 from rheostat.backends.kubernetes.kube import Kube, RefusedError
 from rheostat.backends.kubernetes.observe import (
     InfrastructureLost,
@@ -120,8 +121,10 @@ class Reconciler:
     runtimes: dict[str, _Runtime] = field(default_factory=dict)
     locks: dict[str, threading.Lock] = field(default_factory=dict)
     phases: dict[str, str] = field(default_factory=dict)
+    asks: AskWorker = field(init=False)  # where GP asks run, off this process
 
     def __post_init__(self) -> None:
+        self.asks = AskWorker(self.metrics.registry)
         self.kube.on_request = lambda verb, resource: self.metrics.api_requests.labels(
             verb, resource
         ).inc()
@@ -219,6 +222,7 @@ class _Pass:
             self._observe_lr_test(runtime, jobs, pods)
         for number in list(engine.running):
             actions += self._observe_trial(runtime, number, jobs, pods)
+        self.owner.asks.offload(engine.study, self.spec.algorithm, engine.space)
         deciding = time.perf_counter()
         decided = engine.next_actions(self.now)
         if any(isinstance(action, StartTrial) for action in decided):
