@@ -9,17 +9,8 @@ resumes where it stopped. Its collaborators each own one seam: `proposals` (new,
 untried parameters), `lifecycle` (a launched trial's reports and its end),
 `ledger` (how trials count and what readers see), `objectives` (one value or
 several, and the Pareto front) and `lr_phase` (what the LR range test's outcome
-does to the study).
-
-Budget accounting, in one place:
-- a trial *finishes* as complete, pruned or failed; `maxTrials` counts finished trials
-  (failed ones included: they spent compute, as in Katib);
-- an infrastructure loss (eviction, node loss, an interrupted local run) is not the
-  trainer's fault: the same parameters are retried up to `maxRetries` times and only
-  then count as a failure;
-- the study fails when more than `maxFailedTrials` trials have failed, or when it
-  ends with no complete trial (a study that learned nothing has not succeeded);
-- once it has failed, nothing starts and everything running is stopped.
+does to the study). The budget rules (what counts, when a study ends) are in
+`budget` (imported as `rules`); the engine applies them after every change.
 """
 
 from __future__ import annotations
@@ -32,6 +23,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from rheostat import budget as rules
 from rheostat import ledger, lr_phase, lr_range, objectives, warm_start
 from rheostat.events import (
     Action,
@@ -270,8 +262,7 @@ class Engine:
         capacity = self._proposer().capacity()
         if self.space.grid is not None:
             capacity = math.prod(len(v) for v in self.space.grid.values())
-        budget = self.spec.budget.max_trials
-        return budget if capacity is None else min(budget, capacity)
+        return rules.target(self.spec.budget.max_trials, capacity)
 
     def counts(self) -> Counts:
         return ledger.counts(self.study, running=len(self.running))
@@ -374,12 +365,7 @@ class Engine:
         return Proposer(self.study, self.space, self.spec.algorithm.seed)
 
     def _may_launch(self) -> bool:
-        counts = self.counts()
-        return (
-            not self.exhausted
-            and counts.running < self.spec.budget.parallelism
-            and counts.finished + counts.running < self.target_trials
-        )
+        return rules.may_launch(self.counts(), self.spec.budget, self.target_trials, self.exhausted)
 
     def _launch(self, now: float) -> StartTrial | None:
         proposal = self._proposer().propose()
@@ -398,23 +384,9 @@ class Engine:
     def _check_end(self) -> None:
         if self.done or self.phase == "LrRangeTest":
             return
-        counts = self.counts()
-        budget = self.spec.budget
-        if counts.failed > budget.max_failed_trials:
-            self.phase = "Failed"
-            self.failure_reason = (
-                f"{counts.failed} trials failed, more than maxFailedTrials="
-                f"{budget.max_failed_trials}"
-            )
-        elif counts.running == 0 and (counts.finished >= self.target_trials or self.exhausted):
-            if counts.complete == 0:
-                self.phase = "Failed"
-                self.failure_reason = (
-                    f"no trial completed ({counts.failed} failed, {counts.pruned} pruned): "
-                    "the study has no result"
-                )
-            else:
-                self.phase = "Succeeded"
+        ended = rules.verdict(self.counts(), self.spec.budget, self.target_trials, self.exhausted)
+        if ended is not None:
+            self.phase, self.failure_reason = ended
 
 
 # ----- helpers ------------------------------------------------------------------------
