@@ -73,15 +73,23 @@ def make_spec(
     command: Sequence[str] = ("python", "-m", "rheostat_trainer.examples.synthetic"),
     args: Sequence[str] = (),
     parallelism: int = 1,
+    objectives: Sequence[Mapping[str, str]] = (),
+    algorithm_settings: Mapping[str, Any] | None = None,
 ) -> StudySpec:
     """A validated study spec, built through the same parser ``rheostat run`` uses.
 
     ``maxFailedTrials`` equals the budget: a diverged trial is a data point here,
-    not a reason to end the benchmark early.
+    not a reason to end the benchmark early. ``objectives`` (metric, direction
+    pairs), when given, replace ``metric`` and ``direction``.
     """
+    goal: dict[str, Any] = (
+        {"objectives": [dict(o) for o in objectives]}
+        if objectives
+        else {"objective": {"metric": metric, "direction": direction}}
+    )
     spec: dict[str, Any] = {
-        "objective": {"metric": metric, "direction": direction},
-        "algorithm": {"name": algorithm, "seed": seed},
+        **goal,
+        "algorithm": {"name": algorithm, "seed": seed, "settings": dict(algorithm_settings or {})},
         "parameters": [dict(p) for p in parameters],
         "budget": {
             "maxTrials": max_trials,

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import overhead, sample_efficiency, synthetic_functions
+from bench import multi_objective, overhead, sample_efficiency, synthetic_functions
 from bench.common import REPO, RESULTS, fmt, machine_info, write_json
 
-SECTIONS = ("sample_efficiency", "synthetic", "overhead", "latency")
+SECTIONS = ("sample_efficiency", "synthetic", "multi_objective", "overhead", "latency")
 README = REPO / "bench" / "README.md"
 BEGIN = "<!-- results:begin (written by python -m bench.run --full; do not edit) -->"
 END = "<!-- results:end -->"
@@ -44,6 +44,8 @@ class Sizes:
     latency_sizes: tuple[int, ...]
     latency_asks: int
     latency_timeout: float
+    multi_objective_seeds: int
+    multi_objective_trials: int
     workers: int = 2
 
 
@@ -58,6 +60,8 @@ FULL = Sizes(
     latency_sizes=(50, 100, 200, 500, 1000),
     latency_asks=5,
     latency_timeout=240.0,
+    multi_objective_seeds=8,
+    multi_objective_trials=24,
 )
 SMOKE = Sizes(
     tasks=("digits", "classify"),
@@ -70,6 +74,8 @@ SMOKE = Sizes(
     latency_sizes=(10, 20),
     latency_asks=1,
     latency_timeout=60.0,
+    multi_objective_seeds=1,
+    multi_objective_trials=4,
 )
 
 
@@ -93,6 +99,13 @@ def run_sections(out: Path, sizes: Sizes, only: Sequence[str]) -> dict[str, floa
                 out,
                 seeds=sizes.synthetic_seeds,
                 trials=sizes.synthetic_trials,
+                workers=sizes.workers,
+            )
+        elif section == "multi_objective":
+            multi_objective.run(
+                out,
+                seeds=sizes.multi_objective_seeds,
+                trials=sizes.multi_objective_trials,
                 workers=sizes.workers,
             )
         elif section == "overhead":
@@ -135,6 +148,8 @@ def summary_markdown(out: Path) -> str:
     titles = {
         "sample_efficiency.md": "Sample efficiency on real training (plot: sample_efficiency.png)",
         "synthetic.md": "Simple regret on synthetic functions (plot: synthetic.png)",
+        "multi_objective.md": "Several objectives: accuracy against model size "
+        "(plot: multi_objective.png)",
         "overhead.md": "Overhead against peers",
         "sampler_latency.md": "Sampler latency per suggestion (plot: sampler_latency.png)",
     }
@@ -151,6 +166,18 @@ def _read(path: Path) -> Any:
 
 def _trials(value: float | None) -> str:
     return "never (median)" if value is None or math.isinf(value) else f"{value:g}"
+
+
+def _pareto_line(out: Path) -> list[str]:
+    pareto = _read(out / "multi_objective.json")
+    if not pareto or not pareto["rows"]:
+        return []
+    n = pareto["rows"][0]["budget"]
+    parts = [f"{r['algorithm']} {fmt(r['hv_full'][1], 4)}" for r in pareto["rows"]]
+    return [
+        f"**Several objectives** (digits accuracy vs weights), median hypervolume after "
+        f"{n} trials: " + ", ".join(parts) + "."
+    ]
 
 
 def headlines(out: Path) -> list[str]:
@@ -208,6 +235,7 @@ def headlines(out: Path) -> list[str]:
             + ", ".join(winners)
             + "."
         )
+    lines += _pareto_line(out)
     overhead_json = _read(out / "overhead.json")
     if overhead_json:
         parts = []
@@ -242,6 +270,7 @@ def rerender(out: Path) -> None:
     """Rebuild every section's tables and plots from its stored JSON (no re-run)."""
     sample_efficiency.rerender(out)
     synthetic_functions.rerender(out)
+    multi_objective.rerender(out)
     overhead.rerender(out)
 
 
