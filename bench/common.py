@@ -366,6 +366,19 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def note_rerun(out: Path, what: str, started: Mapping[str, Any]) -> None:
+    """Record in ``machine.json`` that some rows were rerun since the full run it
+    describes: what, when, at which commit and under which load (``started`` is
+    :func:`machine_info` taken when the rerun began). The README block prints it."""
+    path = out / "machine.json"
+    if not path.exists():
+        return
+    machine = json.loads(path.read_text(encoding="utf-8"))
+    keys = ("date", "git_commit", "load_average_at_start")
+    machine.setdefault("reruns", []).append({"what": what, **{k: started[k] for k in keys}})
+    write_json(path, machine)
+
+
 def run_jobs(
     name: str,
     out: Path,

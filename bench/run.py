@@ -142,6 +142,12 @@ def summary_markdown(out: Path) -> str:
             f"{m['memory_gib']} GiB, no GPU; Python {m['python']}; {versions}; "
             f"commit {m['git_commit']}. Section wall times: {timings}.\n"
         )
+        for r in m.get("reruns", []):
+            parts.append(
+                f"Rerun since, spliced into the stored results: {r['what']}, "
+                f"{r['date']}, commit {r['git_commit']}, load average at start "
+                f"{r['load_average_at_start']}.\n"
+            )
     lines = headlines(out)
     if lines:
         parts.append("### Headlines\n\n" + "\n".join(f"- {line}" for line in lines) + "\n")

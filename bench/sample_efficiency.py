@@ -29,8 +29,10 @@ from bench.common import (
     drive,
     fmt,
     grid_parameters,
+    machine_info,
     make_spec,
     markdown_table,
+    note_rerun,
     quantiles,
     quiet,
     run_jobs,
@@ -415,6 +417,7 @@ def rerun(
     The other algorithms' rows stay those of the stored run, so one sampler change
     can be measured without retraining the whole grid; the tables are rebuilt.
     """
+    started = machine_info()
     path = out / "sample_efficiency_runs.json"
     stored = json.loads(path.read_text(encoding="utf-8"))
     tasks = list(dict.fromkeys(r["task"] for r in stored))
@@ -428,6 +431,8 @@ def rerun(
     results.sort(key=lambda r: (r["task"], ALGORITHMS.index(r["algorithm"]), r["seed"]))
     write_json(path, results)
     rerender(out)
+    seeds_run = f"seeds {first_seed}-{seeds - 1}"
+    note_rerun(out, f"sample_efficiency: {', '.join(algorithms)} ({seeds_run})", started)
 
 
 if __name__ == "__main__":
