@@ -34,7 +34,7 @@ TPE = AlgorithmSpec(name="tpe", seed=2)
 
 
 def _value(params: dict[str, Any]) -> float:
-    return sum((v - 1.0) ** 2 for v in params.values())
+    return float(sum((v - 1.0) ** 2 for v in params.values()))
 
 
 def _gp_study(trials: int) -> optuna.Study:
