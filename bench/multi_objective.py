@@ -64,8 +64,18 @@ def _weights(layers: int, width: int) -> int:
 
 
 def size_bounds() -> tuple[int, int]:
-    """The smallest and the largest model of the search space, in weights."""
-    return _weights(1, 8), _weights(3, 64)
+    """The smallest and the largest model of the search space, in weights.
+
+    Every (layers, width) pair is built: deeper is not always larger, since each
+    block pools and so shrinks the classifier's input.
+    """
+    layers, widths = PARAMETERS[2], PARAMETERS[3]
+    sizes = [
+        _weights(n, int(w))
+        for n in range(int(layers["min"]), int(layers["max"]) + 1)
+        for w in widths["values"]
+    ]
+    return min(sizes), max(sizes)
 
 
 def run_job(job: Job) -> dict[str, Any]:
