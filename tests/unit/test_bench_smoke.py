@@ -32,6 +32,10 @@ EXPECTED = [
     "synthetic.csv",
     "synthetic.md",
     "synthetic.png",
+    "multi_objective.json",
+    "multi_objective.md",
+    "multi_objective.png",
+    "multi_objective_runs.json",
     "overhead.json",
     "overhead.csv",
     "overhead.md",
@@ -82,6 +86,7 @@ def test_machine_info_names_the_versions(smoke_results: Path) -> None:
     assert set(machine["section_seconds"]) == {
         "sample_efficiency",
         "synthetic",
+        "multi_objective",
         "overhead",
         "latency",
     }
