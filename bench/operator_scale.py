@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import threading
 import time
@@ -119,6 +120,52 @@ def _proc_usage(pid: int) -> tuple[float, float]:
     return cpu, peak
 
 
+def _tree_rss_mb(pid: int) -> float:
+    """Resident MB of a process and all its descendants (the operator's ask workers)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        parents[int(stat.parent.name)] = int(fields[1])
+    tree, grew = {pid}, True
+    while grew:
+        found = {child for child, parent in parents.items() if parent in tree}
+        grew = bool(found - tree)
+        tree |= found
+    total = 0.0
+    for member in tree:
+        try:
+            lines = Path(f"/proc/{member}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += sum(int(x.split()[1]) for x in lines if x.startswith("VmRSS:")) / 1024
+    return total
+
+
+class TreePeak:
+    """The largest RSS of the operator's process tree, sampled each second."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> TreePeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(1.0):
+            self.peak = max(self.peak, _tree_rss_mb(self.pid))
+
+
 def _api_requests(port: int) -> dict[str, float]:
     import urllib.request
 
@@ -195,6 +242,28 @@ def _sampler_seconds(port: int) -> dict[str, float]:
     }
 
 
+def _ask_worker(port: int) -> dict[str, float]:
+    """The operator's ask-worker metrics: asks answered there, their mean, fallbacks."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    total = count = fallbacks = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "rheostat_ask_worker_seconds_sum":
+                total = sample.value
+            elif sample.name == "rheostat_ask_worker_seconds_count":
+                count = sample.value
+            elif sample.name == "rheostat_ask_fallbacks_total":
+                fallbacks += sample.value
+    return {
+        "asks": count,
+        "meanSeconds": round(total / count, 4) if count else 0.0,
+        "fallbacks": fallbacks,
+    }
+
+
 def run_case(
     api: client.ApiClient,
     kubeconfig: Path,
@@ -219,8 +288,9 @@ def run_case(
     operator = OperatorProcess(kubeconfig, namespace, workdir / f"operator-{namespace}.log")
     operator.start()
     assert operator.process is not None
+    load_before = os.getloadavg()
     try:
-        with Recorder(api, namespace) as recorder:
+        with Recorder(api, namespace) as recorder, TreePeak(operator.process.pid) as tree:
             time.sleep(1.0)  # let the watches open before the first Job
             cpu_before, _ = _proc_usage(operator.process.pid)  # start-up is not per trial
             gp_finished = 0
@@ -253,6 +323,7 @@ def run_case(
             cpu = cpu_after - cpu_before
             requests = _api_requests(operator.metrics_port)
             sampler = _sampler_seconds(operator.metrics_port)
+            worker = _ask_worker(operator.metrics_port)
             # Exit of n → Job of n+1 is the reaction only when trials run one at a time.
             gaps = [g for study, g in recorder.latencies() if study in names and parallelism == 1]
             sizes = _object_sizes(custom, namespace)
@@ -274,6 +345,12 @@ def run_case(
                 }
             ),
             "samplerAsks": sampler,
+            "askWorker": worker,
+            # The machine is shared: 1-, 5- and 15-minute load averages around the case.
+            "loadAverage": {
+                "start": [round(x, 2) for x in load_before],
+                "end": [round(x, 2) for x in os.getloadavg()],
+            },
             "largestObjectBytes": sizes,
             "succeeded": sum(1 for p in phases.values() if p == "Succeeded"),
             "wallSeconds": round(wall, 2),
@@ -286,6 +363,7 @@ def run_case(
             "operatorCpuSeconds": round(cpu, 2),
             "operatorCpuPerTrialMs": round(1000 * cpu / finished, 1),
             "operatorPeakRssMb": round(peak, 1),
+            "operatorTreePeakRssMb": round(tree.peak, 1),
             "apiRequests": requests,
             "apiWritesPerTrial": round(writes / finished, 2),
             "lists": sum(v for k, v in requests.items() if k.startswith("list")),
@@ -389,11 +467,25 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         sizes = row.get("largestObjectBytes") or {}
         asks = row.get("samplerAsks") or {}
-        lines.append(
+        line = (
             f"- {_label(row)}: TuningStudy {sizes.get('tuningstudies', '—')} B, "
             f"TuningTrial {sizes.get('tuningtrials', '—')} B; "
             f"{asks.get('asks', '—')} asks, mean {asks.get('meanSeconds', '—')} s"
         )
+        worker = row.get("askWorker") or {}
+        if worker.get("asks") or worker.get("fallbacks"):
+            line += (
+                f"; in the ask worker {worker['asks']:.0f}, mean {worker['meanSeconds']} s, "
+                f"{worker['fallbacks']:.0f} fallbacks"
+            )
+        if "operatorTreePeakRssMb" in row:
+            line += (
+                f"; operator and workers peak RSS {row['operatorTreePeakRssMb']} MB (1-s samples)"
+            )
+        if "loadAverage" in row:
+            load = row["loadAverage"]
+            line += f"; load average {load['start'][0]} → {load['end'][0]}"
+        lines.append(line)
     lines += ["", "API requests by verb and resource (reconcile only; events are Kopf's):", ""]
     for row in rows:
         lines.append(f"- {_label(row)}: {row['apiRequests']}")
