@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -190,3 +194,47 @@ def _request(study: optuna.Study, factory: Any, seed: int | None = 5) -> AskRequ
 
 def worker_answers(worker: AskWorker, study: optuna.Study) -> bool:
     return bool(worker.ask(_request(study, _gp_factory)).params)
+
+
+OWNER = """
+import sys
+from rheostat.backends.kubernetes.ask_worker import AskRequest, AskWorker
+from tests.unit.test_ask_worker import _gp_factory, _request, _study
+
+worker = AskWorker(timeout=600.0)
+study, _ = _study()
+reply = worker.ask(_request(study, _gp_factory))
+print(reply.pid, flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+def test_the_worker_ends_when_the_operator_is_killed(tmp_path: Any) -> None:
+    """SIGKILL gives the operator no chance to stop its pool: the worker must notice."""
+    with subprocess.Popen(
+        [sys.executable, "-c", OWNER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
+    ) as owner:
+        try:
+            assert owner.stdout is not None
+            worker_pid = int(owner.stdout.readline())
+            os.kill(worker_pid, 0)  # running
+            owner.kill()
+            owner.wait(timeout=60)
+            deadline = time.monotonic() + 60
+            while _alive(worker_pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not _alive(worker_pid), "the ask worker outlived its operator"
+        finally:
+            owner.kill()
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for the forkserver to reap it counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

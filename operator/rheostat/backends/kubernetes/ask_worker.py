@@ -30,6 +30,7 @@ import functools
 import logging
 import multiprocessing
 import os
+import select
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -113,9 +114,27 @@ def remote_ask(request: AskRequest) -> AskReply:
     return AskReply(params, changed, time.perf_counter() - started, os.getpid())
 
 
-def _init_worker() -> None:
+def _init_worker(operator_pid: int) -> None:
     os.nice(WORKER_NICENESS)
+    threading.Thread(target=_exit_with, args=(operator_pid,), daemon=True).start()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" per ask
+
+
+def _exit_with(operator_pid: int) -> None:
+    """End this worker when the operator process ends, however it ends.
+
+    A pool's workers wait for work on a pipe whose ends they hold themselves, and the
+    forkserver lives as long as they do: an operator killed with SIGKILL (outside a
+    container, where nothing reaps the rest) left both running, ~0.5 GB each. The
+    operator is not this worker's parent (the forkserver is), so no parent-death
+    signal reaches it; its pidfd turns readable the moment it exits.
+    """
+    try:
+        pidfd = os.pidfd_open(operator_pid)
+    except ProcessLookupError:
+        os._exit(0)
+    select.select([pidfd], [], [])
+    os._exit(0)
 
 
 class AskMetrics:
@@ -215,7 +234,10 @@ class AskWorker:
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload(_PRELOAD)
                 self._pool = ProcessPoolExecutor(
-                    self.workers, mp_context=context, initializer=_init_worker
+                    self.workers,
+                    mp_context=context,
+                    initializer=_init_worker,
+                    initargs=(os.getpid(),),
                 )
                 self._submitted = 0
             self._submitted += 1
