@@ -58,6 +58,14 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
+def init_torch_worker() -> None:
+    """A pool worker that trains: one torch thread (the pool is the parallelism), quiet."""
+    import torch
+
+    torch.set_num_threads(1)
+    quiet()
+
+
 def make_spec(
     name: str,
     *,

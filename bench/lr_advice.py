@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import lr_cost
-from bench.common import fmt, markdown_table, quiet, run_jobs, write_json
+from bench.common import fmt, init_torch_worker, markdown_table, run_jobs, write_json
 
 #: The good band: median accuracy within this much of the best median.
 BAND_POINTS = 0.01
@@ -100,13 +100,6 @@ def grid(sizes: Sizes) -> list[float]:
     lo, hi = sizes.grid_decades
     n = round((hi - lo) * sizes.grid_per_decade) + 1
     return [float(f"{10 ** (lo + k / sizes.grid_per_decade):.4g}") for k in range(n)]
-
-
-def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-    quiet()
 
 
 def _setup(w: Workload, lr: float, seed: int) -> tuple[Any, Any, Any]:
@@ -361,7 +354,9 @@ def collect(sizes: Sizes, out: Path, workers: int) -> dict[str, Any]:
         epochs = max(1, round(w.epochs * sizes.epochs_scale))
         jobs += [Job(w.name, "train", lr, s, epochs) for lr in lrs for s in range(sizes.seeds)]
         jobs += [Job(w.name, "lr_test", 0.0, s, 0) for s in range(sizes.lr_test_seeds)]
-    results = run_jobs("lr_advice", out, jobs, run_job, workers=workers, initializer=_init_worker)
+    results = run_jobs(
+        "lr_advice", out, jobs, run_job, workers=workers, initializer=init_torch_worker
+    )
     workloads = []
     for w in WORKLOADS:
         mine = [(j, r) for j, r in zip(jobs, results, strict=True) if j.workload == w.name]

@@ -25,7 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import fmt, make_spec, markdown_table, quantiles, quiet, run_jobs, write_json
+from bench.common import (
+    fmt,
+    init_torch_worker,
+    make_spec,
+    markdown_table,
+    quantiles,
+    run_jobs,
+    write_json,
+)
 
 ALGORITHMS: tuple[str, ...] = ("nsga2", "tpe", "random")
 EPOCHS = 6
@@ -47,13 +55,6 @@ class Job:
     algorithm: str
     seed: int
     trials: int
-
-
-def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-    quiet()
 
 
 def _weights(layers: int, width: int) -> int:
@@ -302,7 +303,7 @@ def run(out: Path, *, seeds: int, trials: int, workers: int) -> dict[str, Any]:
     """Every (algorithm, seed) study, then the table, JSON and plot in ``out``."""
     jobs = [Job(a, s, trials) for s in range(seeds) for a in ALGORITHMS]
     results = run_jobs(
-        "multi_objective", out, jobs, run_job, workers=workers, initializer=_init_worker
+        "multi_objective", out, jobs, run_job, workers=workers, initializer=init_torch_worker
     )
     results.sort(key=lambda r: (ALGORITHMS.index(r["algorithm"]), r["seed"]))
     return _write(results, out)

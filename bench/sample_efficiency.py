@@ -29,12 +29,12 @@ from bench.common import (
     drive,
     fmt,
     grid_parameters,
+    init_torch_worker,
     machine_info,
     make_spec,
     markdown_table,
     note_rerun,
     quantiles,
-    quiet,
     run_jobs,
     write_csv,
     write_json,
@@ -49,13 +49,6 @@ class Job:
     algorithm: str
     seed: int
     trials: int
-
-
-def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-    quiet()
 
 
 def run_job(job: Job) -> dict[str, Any]:
@@ -101,7 +94,7 @@ def run(
     """Run every study, then write the tables, CSV, JSON and plots into ``out``."""
     jobs = [Job(t, a, s, trials) for t in tasks for s in range(seeds) for a in ALGORITHMS]
     results = run_jobs(
-        "sample_efficiency", out, jobs, run_job, workers=workers, initializer=_init_worker
+        "sample_efficiency", out, jobs, run_job, workers=workers, initializer=init_torch_worker
     )
     results.sort(key=lambda r: (r["task"], ALGORITHMS.index(r["algorithm"]), r["seed"]))
     summary = summarise(results, tasks)
@@ -424,7 +417,12 @@ def rerun(
     chosen = range(first_seed, seeds)
     jobs = [Job(t, a, s, trials) for t in tasks for s in chosen for a in algorithms]
     fresh = run_jobs(
-        "sample_efficiency_rerun", out, jobs, run_job, workers=workers, initializer=_init_worker
+        "sample_efficiency_rerun",
+        out,
+        jobs,
+        run_job,
+        workers=workers,
+        initializer=init_torch_worker,
     )
     kept = [r for r in stored if r["algorithm"] not in algorithms or r["seed"] not in chosen]
     results = kept + fresh
