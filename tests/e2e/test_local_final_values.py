@@ -15,9 +15,12 @@ from tests.studies import synthetic_study
 
 WriteStudy = Callable[[dict[str, Any]], Path]
 
-# Writes the loss as a JSON integer of 401 digits: valid JSON, beyond a float's range.
+# Checks it is told the objective, then writes the loss as a JSON integer of 401
+# digits: valid JSON, beyond a float's range.
 HUGE_VALUE_TRAINER = """
-import os
+import json, os, sys
+if json.loads(os.environ.get("RHEOSTAT_OBJECTIVES", "[]")) != ["loss"]:
+    sys.exit(3)  # the local backend names the objective finish() must keep
 with open(os.environ["RHEOSTAT_TERMINATION_MESSAGE_PATH"], "w") as f:
     f.write('{"metrics": {"loss": 1' + '0' * 400 + '}}')
 """

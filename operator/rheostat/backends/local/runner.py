@@ -282,7 +282,8 @@ class LocalRunner:
         name = self.study.metadata.name
         port = self.study.spec.metrics.port
         if isinstance(action, StartTrial):
-            env = trial_env(name, action.number, action.params, port)
+            goals = [goal.metric for goal in self.study.spec.goals]
+            env = trial_env(name, action.number, action.params, port, objectives=goals)
             self._spawn(action.number, env, f"t{action.number:04d}")
             # A local trial runs the moment it is spawned: its timeout starts now.
             self.engine.observe(Started(action.number, time.monotonic()), time.monotonic())
