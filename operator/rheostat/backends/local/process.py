@@ -28,6 +28,9 @@ from rheostat.spec import Container
 GRACE_SECONDS = 5.0
 
 
+# How much of a failed trial's log is read, from its end, to say why it failed.
+TAIL_BYTES = 64 * 1024
+
 # How often a port allocator asks the kernel again when it repeats a port still held.
 PORT_ATTEMPTS = 100
 
@@ -265,11 +268,26 @@ class TrialProcess:
 
     def tail(self, lines: int = 5) -> str:
         """The end of the trial's log, to say why it failed."""
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-        return "\n".join(text.strip().splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
+
+
+def log_tail(path: Path, lines: int, max_bytes: int = TAIL_BYTES) -> str:
+    """The last `lines` lines of a log, reading at most its last `max_bytes`.
+
+    A failed trial's reason and a failed LR range test's error come from here. A
+    trainer's log may hold gigabytes (a 595 MB one took the tuner to 2.3 GB when it
+    was read whole), and only its end says why it failed; a first line cut by the
+    seek is kept as the end of that line.
+    """
+    try:
+        with path.open("rb") as file:
+            size = file.seek(0, os.SEEK_END)
+            file.seek(max(0, size - max_bytes))
+            raw = file.read(max_bytes)
+    except FileNotFoundError:
+        return ""
+    text = raw.decode("utf-8", errors="replace")
+    return "\n".join(text.strip().splitlines()[-lines:])
 
 
 def stop_all(processes: Sequence[TrialProcess]) -> None:
