@@ -8,6 +8,7 @@ run), 130 interrupted (the study can be resumed with the same command).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,10 +79,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             engine = runner.run()
         except KeyboardInterrupt:
             counts = runner.engine.counts()
-            err.print(
-                f"Interrupted: every trial was stopped; {counts.finished} finished trials are "
-                f"kept in {workdir}. Run the same command again to resume."
-            )
+            signal = runner.stopped_by
+            cause = "Interrupted" if signal in (None, "SIGINT") else f"Stopped by {signal}"
+            # After SIGHUP the terminal may be gone: writing to it then fails (EIO).
+            with contextlib.suppress(OSError):
+                err.print(
+                    f"{cause}: every trial was stopped; {counts.finished} finished trials "
+                    f"are kept in {workdir}. Run the same command again to resume.",
+                    markup=False,
+                    highlight=False,
+                )
             return EXIT_INTERRUPTED
         except LocalRunError as error:
             err.print(f"{args.file}: {error}", markup=False, highlight=False)

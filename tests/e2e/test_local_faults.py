@@ -290,3 +290,109 @@ def test_a_malformed_lr_curve_is_the_lr_range_tests_error(
     assert status["lrRangeTest"]["error"].startswith("the LR range test's curve is malformed: ")
     assert status["phase"] == "Succeeded"
     assert status["trials"]["finished"] == 2
+
+
+# A trainer that starts two children (a data loader, a helper script) which would
+# run on for 777 s, then trains with the synthetic example's arguments. The marker
+# (argv[1]) is on every one of these processes' command lines.
+TRAINER_WITH_CHILDREN = """
+import subprocess, sys
+for _ in range(2):
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(777)", sys.argv[1]])
+from rheostat_trainer.examples.synthetic import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _with_children(name: str, marker: str, args: list[str], budget: dict[str, Any]) -> Any:
+    document = synthetic_study(name, budget=budget)
+    container = document["spec"]["trialTemplate"]["spec"]["containers"][0]
+    container["command"] = ["python", "-c", TRAINER_WITH_CHILDREN, marker, *args]
+    return document
+
+
+def _wait_until_gone(marker: str, seconds: float = 10.0) -> list[int]:
+    """The processes carrying `marker` that are still alive after `seconds` (polled)."""
+    deadline = time.monotonic() + seconds
+    while (alive := [p for p in _trainer_pids(marker) if _alive(p)]) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    return alive
+
+
+def test_a_trials_children_end_with_the_trial(tmp_path: Path, write_study: WriteStudy) -> None:
+    marker = "--seed=914411"
+    document = _with_children(
+        "children", marker, ["--steps", "1"], {"maxTrials": 2, "parallelism": 2}
+    )
+    workdir = tmp_path / "work"
+    try:
+        run = subprocess.run(
+            _command(write_study(document), workdir),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=DEADLINE_SECONDS,
+        )
+        assert run.returncode == 0, run.stderr
+        assert _results(workdir)["status"]["trials"]["complete"] == 2
+        # Killed with the trial's process group when the trainer exited, as a pod's
+        # container would be; a short poll only lets the kernel finish the kill.
+        assert _wait_until_gone(marker, 5.0) == [], "a trial's child outlived the run"
+    finally:
+        _kill_leftovers(marker)
+
+
+def test_trainers_and_their_children_die_with_a_killed_tuner(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    marker = "--seed=330517"
+    document = _with_children(
+        "killed", marker, ["--fault", "hang"], {"maxTrials": 2, "parallelism": 2}
+    )
+    workdir = tmp_path / "work"
+    run = subprocess.Popen(
+        _command(write_study(document), workdir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        pids = _wait_for_hung_trials(workdir, marker, 2)
+        assert len(pids) == 6, "two trainers, two children each"
+        run.kill()  # SIGKILL: the tuner can do nothing about it
+        run.communicate(timeout=DEADLINE_SECONDS)
+        assert _wait_until_gone(marker) == [], "a trainer outlived `rheostat run`"
+    finally:
+        _kill_leftovers(marker, run)
+
+
+def test_a_closed_terminal_stops_every_trial_and_keeps_the_study(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    marker = "--seed=129129"
+    document = _with_children(
+        "hangup", marker, ["--fault", "hang"], {"maxTrials": 2, "parallelism": 2}
+    )
+    workdir = tmp_path / "work"
+    run = subprocess.Popen(
+        _command(write_study(document), workdir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        pids = _wait_for_hung_trials(workdir, marker, 2)
+        run.send_signal(signal.SIGHUP)
+        _, stderr = run.communicate(timeout=DEADLINE_SECONDS)
+        assert run.returncode == 130, stderr
+        assert "Stopped by SIGHUP: every trial was stopped" in stderr
+        assert "Traceback" not in stderr
+        assert [pid for pid in pids if _alive(pid)] == []
+        assert _wait_until_gone(marker) == []
+    finally:
+        _kill_leftovers(marker, run)
+    # Resumable: both trials are still the study's (running), to be run again.
+    trials = _counted_trials(workdir, "hangup")
+    assert [t.number for t in trials] == [0, 1]

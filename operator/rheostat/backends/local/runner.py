@@ -21,6 +21,7 @@ from types import FrameType, TracebackType
 import optuna
 
 from rheostat import objectives
+from rheostat.backends.local.guard import GroupGuard
 from rheostat.backends.local.lock import WorkdirBusyError, WorkdirLock
 from rheostat.backends.local.process import (
     PortAllocator,
@@ -49,6 +50,9 @@ from rheostat.metrics.scrape import scrape
 from rheostat.spec import SpecProblem, TuningStudy
 
 POLL_SECONDS = 0.1
+
+# Each stops every trial and leaves the study resumable (exit 130).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class LocalRunError(Exception):
@@ -153,10 +157,12 @@ class LocalRunner:
             raise
         self.container = study.spec.trial_template.spec.containers[0]
         self.ports = PortAllocator()
+        self.guard: GroupGuard | None = None
         self.processes: dict[int, TrialProcess] = {}
         self.stopping: list[TrialProcess] = []
         self.display = ProgressDisplay(self.engine, enabled=options.show_progress)
         self._interrupts = 0
+        self.stopped_by: str | None = None
         self._cleaning_up = False
 
     def close(self) -> None:
@@ -177,32 +183,39 @@ class LocalRunner:
     def run(self) -> Engine:
         """Run until the study ends; Ctrl-C stops every trial and keeps the study resumable.
 
-        Raises KeyboardInterrupt after an interrupt, and :class:`LocalRunError` when
-        the trainer's command cannot be started; either way only once every trial
-        process has been stopped and reaped.
+        Raises KeyboardInterrupt after an interrupt (:attr:`stopped_by` names the
+        signal), and :class:`LocalRunError` when the trainer's command cannot be
+        started; either way only once every trial process has been stopped and reaped.
+        Should this process be killed outright, its guard kills the trials.
         """
-        # Both signals stop the study cleanly, even where the shell started us with
-        # SIGINT ignored (a background job), which would leave Ctrl-C without effect.
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        # These signals stop the study cleanly, even where the shell started us with
+        # SIGINT ignored (a background job), which would leave Ctrl-C without effect;
+        # SIGHUP is a closed terminal or SSH session, which left trainers running.
+        previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         try:
-            with self.display:
-                self._loop()
-        except BaseException:
-            # Whatever ended the loop (Ctrl-C, an unstartable command, a bug), no
-            # trial may outlive it: they run in their own sessions, so nothing else
-            # would stop them.
-            self._stop_everything()
-            raise
+            with GroupGuard() as self.guard:
+                try:
+                    with self.display:
+                        self._loop()
+                except BaseException:
+                    # Whatever ended the loop (Ctrl-C, an unstartable command, a bug), no
+                    # trial may outlive it: they run in their own sessions, so nothing
+                    # else would stop them.
+                    self._stop_everything()
+                    raise
         finally:
+            self.guard = None
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         return self.engine
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        """SIGINT/SIGTERM: the first one asks the loop to stop; it is not raised here,
-        so it cannot land between starting a process and recording it. A second one
-        while the trials are being stopped cuts their grace period short (SIGKILL),
+        """SIGINT/SIGTERM/SIGHUP: the first one asks the loop to stop; it is not raised
+        here, so it cannot land between starting a process and recording it. A second
+        one while the trials are being stopped cuts their grace period short (SIGKILL),
         and the cleanup still waits for every one of them."""
+        if self.stopped_by is None:
+            self.stopped_by = signal.Signals(signum).name
         self._interrupts += 1
         if self._cleaning_up and self._interrupts > 1:
             self._kill_everything()
@@ -306,7 +319,9 @@ class LocalRunner:
     def _spawn(self, number: int, env: dict[str, str], folder: str) -> None:
         directory = self.workdir / "trials" / folder
         try:
-            process = TrialProcess.start(number, self.container, env, directory, self.ports)
+            process = TrialProcess.start(
+                number, self.container, env, directory, self.ports, guard=self.guard
+            )
         except TrialStartError as error:
             # The command was checked before the study started, so this is rarer (a
             # script whose interpreter is missing, a permission): every trial would
