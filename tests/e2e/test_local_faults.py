@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -396,3 +397,83 @@ def test_a_closed_terminal_stops_every_trial_and_keeps_the_study(
     # Resumable: both trials are still the study's (running), to be run again.
     trials = _counted_trials(workdir, "hangup")
     assert [t.number for t in trials] == [0, 1]
+
+
+def _mount_namespace() -> list[str]:
+    """A command prefix that runs in a private mount namespace (root in it), or skip."""
+    prefix = ["unshare", "--mount"] if os.geteuid() == 0 else ["unshare", "-rm"]
+    if (
+        shutil.which("unshare") is None
+        or subprocess.run([*prefix, "true"], check=False).returncode != 0
+    ):
+        pytest.skip("needs unshare and a mount namespace (to mount a read-only or full disk)")
+    return prefix
+
+
+def test_a_read_only_work_folder_is_one_clear_message(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    path = write_study(synthetic_study("readonly", budget={"maxTrials": 1, "parallelism": 1}))
+    # A read-only bind mount: real EROFS, which even root cannot write through.
+    script = f'mount --bind "{workdir}" "{workdir}" && mount -o remount,bind,ro "{workdir}"'
+    run = subprocess.run(
+        [*_mount_namespace(), "sh", "-c", f'{script} && exec "$@"', "sh", *_command(path, workdir)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=DEADLINE_SECONDS,
+    )
+    assert run.returncode == 2, run.stderr
+    assert f"the work folder {workdir} cannot be used: Read-only file system" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+# Trial 1 fills the work folder's disk (a tiny tmpfs) before it trains: the tuner's
+# next write to study.db then fails with SQLITE_FULL.
+FILL_DISK_TRAINER = """
+import os, sys
+if os.environ.get("RHEOSTAT_TRIAL") == "1":
+    fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, bytes(4096))
+    except OSError:
+        pass
+from rheostat_trainer.examples.synthetic import main
+sys.exit(main(["--steps", "3"]))
+"""
+
+
+def test_a_full_disk_is_one_message_and_the_study_resumes(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    workdir, filler = tmp_path / "work", tmp_path / "work" / "filler"
+    workdir.mkdir()
+    document = synthetic_study("full", budget={"maxTrials": 3, "parallelism": 1})
+    container = document["spec"]["trialTemplate"]["spec"]["containers"][0]
+    container["command"] = ["python", "-c", FILL_DISK_TRAINER, str(filler)]
+    command = " ".join(f"'{part}'" for part in _command(write_study(document), workdir))
+    # Both runs in one namespace: the tmpfs goes with it. Output lands outside it.
+    out = tmp_path / "out"
+    script = (
+        f'mount -t tmpfs -o size=4m tmpfs "{workdir}"; '
+        f'{command} >"{out}1" 2>"{out}1.err"; echo $? >"{out}1.rc"; '
+        f'rm -f "{filler}"; '
+        f'{command} >"{out}2" 2>"{out}2.err"; echo $? >"{out}2.rc"; '
+        f'cp "{workdir}/results.json" "{tmp_path}/"'
+    )
+    subprocess.run(
+        [*_mount_namespace(), "sh", "-c", script], check=False, timeout=2 * DEADLINE_SECONDS
+    )
+    first = Path(f"{out}1.err").read_text()
+    assert Path(f"{out}1.rc").read_text().strip() == "2", first
+    assert f"the disk holding {workdir} is full (no space left)" in first
+    assert "run the same command again to resume" in first
+    assert "Traceback" not in first
+    second = Path(f"{out}2.err").read_text()
+    assert Path(f"{out}2.rc").read_text().strip() == "0", second
+    status = _results(tmp_path)["status"]
+    assert status["phase"] == "Succeeded"
+    assert status["trials"]["complete"] == 3

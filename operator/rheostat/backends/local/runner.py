@@ -33,6 +33,7 @@ from rheostat.backends.local.process import (
 )
 from rheostat.backends.local.progress import ProgressDisplay
 from rheostat.backends.local.seeds import SeedError, load_seeds, report_skipped
+from rheostat.backends.local.storage import StudyFileError, is_disk_full, open_storage
 from rheostat.contract import LR_RANGE_TEST_NUMBER, MODE_LR_RANGE_TEST, lr_curve, trial_env
 from rheostat.engine import (
     ATTR_SPEC,
@@ -57,6 +58,34 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 class LocalRunError(Exception):
     """A study that cannot run locally; the message says what to do."""
+
+
+class WorkdirError(LocalRunError):
+    """The work folder cannot hold the study: a file, read-only, or its disk is full.
+
+    Raised before anything ran, or once every trial has been stopped: what the study
+    stored so far stays in study.db, and the same command resumes it.
+    """
+
+
+def workdir_error(workdir: Path, error: BaseException) -> WorkdirError:
+    """The message for a work folder that failed with `error` (an OSError, or
+    Optuna's StorageInternalError from its SQLite file)."""
+    if is_disk_full(error):
+        return WorkdirError(
+            f"the disk holding {workdir} is full (no space left); what the study finished "
+            "is kept in study.db. Free some space and run the same command again to resume."
+        )
+    if workdir.exists() and not workdir.is_dir():
+        why = "it is a file, not a folder"
+    elif isinstance(error, OSError):
+        why = error.strerror or str(error)
+        if error.filename and Path(error.filename) != workdir:
+            why += f" ({error.filename})"
+    else:
+        cause = error.__cause__ or error
+        why = f"its study database failed: {getattr(cause, 'orig', None) or cause}"
+    return WorkdirError(f"the work folder {workdir} cannot be used: {why}")
 
 
 @dataclass(frozen=True)
@@ -102,7 +131,12 @@ def open_study(study: TuningStudy, workdir: Path, *, fresh: bool = False) -> opt
         database.unlink(missing_ok=True)
         shutil.rmtree(workdir / "trials", ignore_errors=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{database}")
+    try:
+        storage = open_storage(database)
+    except StudyFileError as error:
+        raise LocalRunError(
+            f"{database} {error}; use --fresh to start over, or another --workdir."
+        ) from None
     optuna_study = optuna.create_study(
         storage=storage,
         study_name=study.metadata.name,
@@ -142,6 +176,8 @@ class LocalRunner:
             self.lock.acquire()
         except WorkdirBusyError as error:
             raise LocalRunError(str(error)) from None
+        except OSError as error:
+            raise workdir_error(self.workdir, error) from None
         try:
             optuna_study = open_study(study, self.workdir, fresh=options.fresh)
             # Seeds are read once, into a fresh study; a resumed one keeps them in SQLite.
@@ -152,6 +188,9 @@ class LocalRunner:
         except SeedError as error:
             self.lock.release()
             raise LocalRunError(str(error)) from None
+        except (OSError, optuna.exceptions.StorageInternalError) as error:
+            self.lock.release()
+            raise workdir_error(self.workdir, error) from None
         except BaseException:
             self.lock.release()
             raise
@@ -184,8 +223,9 @@ class LocalRunner:
         """Run until the study ends; Ctrl-C stops every trial and keeps the study resumable.
 
         Raises KeyboardInterrupt after an interrupt (:attr:`stopped_by` names the
-        signal), and :class:`LocalRunError` when the trainer's command cannot be
-        started; either way only once every trial process has been stopped and reaped.
+        signal), :class:`LocalRunError` when the trainer's command cannot be started,
+        and :class:`WorkdirError` when the work folder fails (a full disk); each only
+        once every trial process has been stopped and reaped.
         Should this process be killed outright, its guard kills the trials.
         """
         # These signals stop the study cleanly, even where the shell started us with
@@ -203,6 +243,12 @@ class LocalRunner:
                     # else would stop them.
                     self._stop_everything()
                     raise
+        except optuna.exceptions.StorageInternalError as error:
+            raise workdir_error(self.workdir, error) from error
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            raise workdir_error(self.workdir, error) from error
         finally:
             self.guard = None
             for signum, handler in previous.items():
