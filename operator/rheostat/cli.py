@@ -135,8 +135,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         storage = open_storage(database)
         summaries = optuna.get_all_study_summaries(storage)
-    except (StudyFileError, optuna.exceptions.StorageInternalError) as error:
+    except StudyFileError as error:
         err.print(f"{database} {error}", markup=False, highlight=False)
+        return EXIT_INVALID
+    except optuna.exceptions.StorageInternalError as error:
+        cause = error.__cause__ or error
+        message = f"{database} cannot be read as a study database: {cause}"
+        err.print(message, markup=False, highlight=False)
         return EXIT_INVALID
     for summary in summaries:
         study = optuna.load_study(study_name=summary.study_name, storage=storage)

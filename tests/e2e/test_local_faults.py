@@ -477,3 +477,35 @@ def test_a_full_disk_is_one_message_and_the_study_resumes(
     status = _results(tmp_path)["status"]
     assert status["phase"] == "Succeeded"
     assert status["trials"]["complete"] == 3
+
+
+# Trial 0 fails the way a real input pipeline does; the others train.
+BRACKETS_TRAINER = """
+import os, sys
+if os.environ.get("RHEOSTAT_TRIAL") == "0":
+    print("[rank0]: loading shards")
+    print("error: no shards found in [/data/shards/train-*.tfrecord]")
+    sys.exit(1)
+from rheostat_trainer.examples.synthetic import main
+sys.exit(main(["--steps", "1"]))
+"""
+
+
+def test_a_failure_reason_with_brackets_is_shown_as_written_with_progress_on(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    document = synthetic_study("brackets", budget={"maxTrials": 3, "parallelism": 1})
+    container = document["spec"]["trialTemplate"]["spec"]["containers"][0]
+    container["command"] = ["python", "-c", BRACKETS_TRAINER]
+    workdir = tmp_path / "work"
+    command = [part for part in _command(write_study(document), workdir) if part != "--no-progress"]
+    run = subprocess.run(
+        command, capture_output=True, text=True, check=False, timeout=DEADLINE_SECONDS
+    )
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    assert "[rank0]: loading shards" in run.stderr
+    assert "error: no shards found in [/data/shards/train-*.tfrecord]" in run.stderr
+    status = _results(workdir)["status"]
+    assert status["trials"]["failed"] == 1
+    assert status["trials"]["complete"] == 2
