@@ -509,3 +509,42 @@ def test_a_failure_reason_with_brackets_is_shown_as_written_with_progress_on(
     status = _results(workdir)["status"]
     assert status["trials"]["failed"] == 1
     assert status["trials"]["complete"] == 2
+
+
+def test_closing_the_terminal_stops_every_trial(tmp_path: Path, write_study: WriteStudy) -> None:
+    """The real thing behind SIGHUP: the run's terminal (a pty) goes away under its
+    progress bars; the kernel sends SIGHUP, and every write to the terminal fails."""
+    if shutil.which("setsid") is None:
+        pytest.skip("needs setsid (util-linux) to give the run a controlling terminal")
+    marker = "--seed=129130"
+    document = _with_children(
+        "closed", marker, ["--fault", "hang"], {"maxTrials": 2, "parallelism": 2}
+    )
+    workdir = tmp_path / "work"
+    command = [part for part in _command(write_study(document), workdir) if part != "--no-progress"]
+    master, slave = os.openpty()
+    os.set_blocking(master, False)
+    # setsid -c: a new session whose controlling terminal is the pty on stdin.
+    run = subprocess.Popen(
+        ["setsid", "-c", *command], stdin=slave, stdout=slave, stderr=slave, close_fds=True
+    )
+    os.close(slave)
+    try:
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while sum("step 0:" in p.read_text() for p in workdir.glob("trials/t*/log.txt")) < 2:
+            assert time.monotonic() < deadline, "the trials did not start"
+            with contextlib.suppress(OSError):  # keep the pty from filling up
+                while os.read(master, 65536):
+                    pass
+            time.sleep(0.1)
+        pids = _trainer_pids(marker)
+        assert len(pids) == 6
+        os.close(master)
+        master = -1
+        assert run.wait(DEADLINE_SECONDS) == 130
+        assert _wait_until_gone(marker) == []
+    finally:
+        if master >= 0:
+            os.close(master)
+        _kill_leftovers(marker, run)
+    assert [t.number for t in _counted_trials(workdir, "closed")] == [0, 1]

@@ -9,6 +9,7 @@ so that ``[/data/train-*]`` cannot end the run and ``[rank0]:`` is not swallowed
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 
@@ -83,7 +84,9 @@ class ProgressDisplay:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.progress.stop()
+        # A closed terminal (SIGHUP) fails every write with EIO: nothing left to show.
+        with contextlib.suppress(OSError):
+            self.progress.stop()
 
     def lr_test_started(self, steps: int) -> None:
         self._lr = self.progress.add_task("LR range test", total=steps, detail="")
@@ -137,4 +140,5 @@ class ProgressDisplay:
     def _print(self, text: str) -> None:
         """Print rich markup above the bars; anything untrusted in it must be escaped."""
         if self.enabled:
-            self.progress.console.print(text)
+            with contextlib.suppress(OSError):  # the terminal is gone (SIGHUP)
+                self.progress.console.print(text)
