@@ -94,8 +94,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             engine = runner.run()
         except KeyboardInterrupt:
             counts = runner.engine.counts()
-            signal = runner.stopped_by
-            cause = "Interrupted" if signal in (None, "SIGINT") else f"Stopped by {signal}"
+            by = runner.stopped_by
+            cause = "Interrupted" if by in (None, "SIGINT") else f"Stopped by {by}"
             # After SIGHUP the terminal may be gone: writing to it then fails (EIO).
             with contextlib.suppress(OSError):
                 err.print(
