@@ -398,6 +398,12 @@ def test_a_finished_study_is_dropped_from_memory_and_rebuilt_if_reopened() -> No
     assert uid not in op.reconciler.runtimes
     stored = op.server.get(STUDIES, NS, "syn")
     assert stored is not None
+    stored["status"]["phase"] = "Running"  # a watch that has not brought the write yet
+    assert op.reconcile()["phase"] == "Succeeded"
+    assert "Resumed" not in op.reasons()  # not rebuilt to say the same thing again
+    assert uid not in op.reconciler.runtimes
+    stored = op.server.get(STUDIES, NS, "syn")
+    assert stored is not None
     stored["spec"]["budget"]["maxTrials"] = 3
     stored["metadata"]["generation"] = 2
 

@@ -259,6 +259,7 @@ def _parse_spec(body: Mapping[str, Any]) -> StudySpec:
             "message": str(error),
         }
         status = {
+            **(body.get("status") or {}),  # what it ran so far stays on show
             "phase": "Failed",
             "observedGeneration": body["metadata"].get("generation"),
             "conditions": [condition],

@@ -132,6 +132,9 @@ class Reconciler:
     # gauges a pass publishes: the event loop deletes while a pass thread publishes.
     forgotten: OrderedDict[str, None] = field(default_factory=OrderedDict)
     gauges: threading.Lock = field(default_factory=threading.Lock)
+    # Ended studies: the generation they ended at and their final status (small),
+    # instead of their runtime; a pass before the watch shows that status repeats it.
+    ended: dict[str, tuple[Any, dict[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.asks = AskWorker(self.metrics.registry)
@@ -152,6 +155,7 @@ class Reconciler:
             self.runtimes.pop(uid, None)
             self.locks.pop(uid, None)
             self.phases.pop(uid, None)
+            self.ended.pop(uid, None)
             self.metrics.forget_study(namespace, name)
             self._count_phases()
 
@@ -173,6 +177,10 @@ class Reconciler:
         when = time.time() if now is None else now
         if uid in self.forgotten:  # deleted: nothing more to do for it
             return dict(body.get("status") or {}), []
+        generation = body["metadata"].get("generation")
+        ended = self.ended.get(uid)
+        if ended is not None and ended[0] == generation:
+            return dict(ended[1]), []  # not rebuilt from its TuningTrials to say it again
         with lock, self.metrics.reconcile.time():
             status, events = _Pass(self, body, spec, children, when).run()
         with self.gauges:
@@ -182,6 +190,9 @@ class Reconciler:
             if status["phase"] in TERMINAL_PHASES:
                 # Nothing runs any more; a reopened study is rebuilt from its TuningTrials.
                 self.runtimes.pop(uid, None)
+                self.ended[uid] = (generation, dict(status))
+            else:
+                self.ended.pop(uid, None)
             self.phases[uid] = status["phase"]
             self._count_phases()
             self._publish(body["metadata"]["namespace"], body["metadata"]["name"], status)
