@@ -6,6 +6,7 @@ and labels stay low-cardinality: per-study series carry only namespace and study
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -62,3 +63,12 @@ class OperatorMetrics:
             ["namespace", "study"],
             registry=r,
         )
+
+    def forget_study(self, namespace: str, study: str) -> None:
+        """Remove a deleted study's series: a gauge left behind would be exported forever."""
+        for gauge in (self.best_value, self.lr_suggestion):
+            with contextlib.suppress(KeyError):
+                gauge.remove(namespace, study)
+        for state in ("running", "complete", "pruned", "failed"):
+            with contextlib.suppress(KeyError):
+                self.finished_trials.remove(namespace, study, state)

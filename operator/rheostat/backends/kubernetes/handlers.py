@@ -8,7 +8,7 @@ trials run, the study is also passed over at its metrics scrape interval (metric
 are pulled, timeouts need a clock); an idle study only gets a slow safety resync.
 An invalid study is a permanent error with a Failed condition, never retried.
 Deletion needs no change handler: owner references let the garbage collector remove
-trials, Jobs and pods, and the study's DELETED watch event drops its cache.
+trials, Jobs and pods, and the study's DELETED watch event drops its cache and its series.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from typing import Any, cast
 import kopf
 from kubernetes.client.exceptions import ApiException
 
+from rheostat.backends.kubernetes.children import Children
 from rheostat.backends.kubernetes.kube import Kube, api_message, pooled_api_client
 from rheostat.backends.kubernetes.manifests import LABEL_STUDY
-from rheostat.backends.kubernetes.reconcile import TERMINAL_PHASES, Children, Reconciler
+from rheostat.backends.kubernetes.reconcile import TERMINAL_PHASES, Reconciler
 from rheostat.spec import API_GROUP, API_VERSION, InvalidStudyError, StudySpec, study_from_mapping
 from rheostat.validation import runtime_problems
 
@@ -150,7 +151,7 @@ async def wake_on_study(
 ) -> None:
     key = (namespace or "", name)
     if type == "DELETED":  # gone for good (the daemon was stopped before): drop its cache
-        reconciler().forget(str(meta.get("uid")))
+        reconciler().forget(str(meta.get("uid")), key[0], name)
         SPECS.pop(str(meta.get("uid")), None)
         WAKE.pop(key, None)
     # Only a spec change (a new budget) matters; our own status writes do not.
@@ -176,8 +177,10 @@ async def drive(
     jobs: kopf.Index[StudyKey, Any] = indexes["jobs"]
     pods: kopf.Index[StudyKey, Any] = indexes["pods"]
     trials: kopf.Index[StudyKey, Any] = indexes["trials"]
-    wake = _wake(key)
     while not stopped:
+        # Looked up each time: a predecessor's DELETED event, handled after this study
+        # (same name) started, drops the key's Event, and a held one would never fire.
+        wake = _wake(key)
         wake.clear()
         # Snapshots are taken here, on the event loop that updates them.
         study = copy.deepcopy(dict(body))
@@ -211,17 +214,14 @@ def drive_once(body: Mapping[str, Any], children: Children) -> float:
     if status.get("phase") in TERMINAL_PHASES and status.get("observedGeneration") == generation:
         return RESYNC_SECONDS  # finished, and nobody changed the budget since
     spec = _valid_spec(body)
-    uid = body["metadata"]["uid"]
     new_status, events = reconciler().reconcile(body, spec, children)
     for event in events:
         (kopf.info if event.type == "Normal" else kopf.warn)(
             _as_body(body), reason=event.reason, message=event.message
         )
-    unchanged = {k: status.get(k) for k in new_status} == new_status
-    written = reconciler().status_written(uid, new_status)
-    if not unchanged and not written and _write_status(body, new_status):
-        reconciler().remember_status(uid, new_status)
-    return spec.metrics.scrape_interval if reconciler().busy(uid) else RESYNC_SECONDS
+    _write_status(body, new_status)
+    busy = reconciler().busy(body["metadata"]["uid"])
+    return spec.metrics.scrape_interval if busy else RESYNC_SECONDS
 
 
 def _valid_spec(body: Mapping[str, Any]) -> StudySpec:
@@ -259,6 +259,7 @@ def _parse_spec(body: Mapping[str, Any]) -> StudySpec:
             "message": str(error),
         }
         status = {
+            **(body.get("status") or {}),  # what it ran so far stays on show
             "phase": "Failed",
             "observedGeneration": body["metadata"].get("generation"),
             "conditions": [condition],
@@ -269,21 +270,19 @@ def _parse_spec(body: Mapping[str, Any]) -> StudySpec:
     return study.spec
 
 
-def _write_status(body: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
-    """Write the study's status ourselves, so that a refused write is loud.
+def _write_status(body: Mapping[str, Any], status: Mapping[str, Any]) -> None:
+    """Write the study's status ourselves (when it changed), so that a refused write is loud.
 
     A write the API server refuses is logged and posted as an Event; the next pass
     sees the old status and writes again, so the study is never silently left behind.
     """
     meta = body["metadata"]
     try:
-        reconciler().kube.patch_study_status(meta["namespace"], meta["name"], status)
+        reconciler().write_status(body, status)
     except ApiException as error:
         message = f"could not write the study's status: {api_message(error)}"
         LOGGER.error("%s/%s: %s", meta["namespace"], meta["name"], message)
         kopf.warn(_as_body(body), reason="StatusWriteFailed", message=message)
-        return False
-    return True
 
 
 @kopf.on.probe(id="studies")

@@ -4,7 +4,11 @@ Reads come from Kopf's watches (handlers.py); this module only writes, plus one
 rare lookup (why a Job's pods are refused).
 
 Every write is idempotent: creating an object that exists is success (the operator
-did that step before a restart), deleting one that is gone is success.
+did that step before a restart), deleting one that is gone is success. An existing
+object is ours only if its controller is the owner we meant: a study deleted and
+re-applied under the same name meets its predecessor's children, which it must never
+adopt (NameTakenError). Status writes are JSON merge patches, so they carry an
+explicit null for every key they remove (`merge_patch`).
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import pydantic
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from rheostat.backends.kubernetes.children import controller_uid
 from rheostat.spec import API_GROUP, API_VERSION
 
 TRIALS = "tuningtrials"
@@ -26,7 +32,53 @@ REFUSED_STATUSES = {400, 422}
 
 
 class RefusedError(Exception):
-    """The API server refused an object for good (invalid); the message is its reason."""
+    """An object refused for good (invalid); the message is the reason, `by` who said so.
+
+    The API server refuses with 400/422; the client itself refuses a Job whose
+    template does not fit its models (a field a PodSpec lacks) before sending it.
+    """
+
+    def __init__(self, message: str, by: str = "the API server") -> None:
+        super().__init__(message)
+        self.by = by
+
+
+class NameTakenError(Exception):
+    """The name is held by an object another owner controls (a deleted study's child
+    the garbage collector has not removed yet, or a stranger): not ours to adopt."""
+
+
+def merge_patch(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch (RFC 7386) that turns `before` into `after`.
+
+    It is `after` itself plus an explicit null for every key `before` holds and `after`
+    lacks, in nested objects too: the API server merges a status write into what it
+    holds, so a key merely left out would stay forever. Lists are replaced whole.
+    """
+    patch = dict(after)
+    for key, old in before.items():
+        if key not in after:
+            patch[key] = None
+        elif isinstance(old, Mapping) and isinstance(after[key], Mapping):
+            patch[key] = merge_patch(old, after[key])
+    return patch
+
+
+def client_problems(error: pydantic.ValidationError) -> str:
+    """The client's refusal as field paths (`spec.template.spec.metadata: ...`)."""
+    problems = []
+    for problem in error.errors():
+        location = list(problem["loc"])
+        if location and isinstance(location[0], int):
+            location = location[1:]  # the position of the refused argument, not a field
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in location)
+        problems.append(f"{path.lstrip('.')}: {problem['msg']}")
+    return "; ".join(problems)
+
+
+def _owned_by(controller: str | None, owner: Mapping[str, Any]) -> bool:
+    wanted = [r["uid"] for r in owner["metadata"].get("ownerReferences") or []]
+    return controller is not None and controller in wanted
 
 
 def json_safe(value: Any) -> Any:
@@ -77,6 +129,7 @@ class Kube:
         self.core = client.CoreV1Api(self.api)
 
     def create_trial(self, trial: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a TuningTrial, or return the existing one if its owner is ours."""
         namespace = trial["metadata"]["namespace"]
         body = {k: v for k, v in trial.items() if k != "status"}
         try:
@@ -91,19 +144,38 @@ class Kube:
             created = self.custom.get_namespaced_custom_object(
                 API_GROUP, API_VERSION, namespace, TRIALS, trial["metadata"]["name"]
             )
+            assert isinstance(created, dict)
+            if not _owned_by(controller_uid(created), trial):
+                raise NameTakenError(
+                    f"TuningTrial {trial['metadata']['name']} exists and is not this study's"
+                ) from None
         assert isinstance(created, dict)
         return created
 
-    def patch_trial_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        self._patch_status(TRIALS, namespace, name, status)
+    def patch_trial_status(
+        self,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        before: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Make the trial's status `status`, removing what `before` (the last one) had."""
+        self._patch_status(TRIALS, namespace, name, merge_patch(before or {}, status))
 
-    def patch_study_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        self._patch_status(STUDIES, namespace, name, status)
+    def patch_study_status(
+        self,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        before: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Make the study's status `status`, removing what `before` (the last one) had."""
+        self._patch_status(STUDIES, namespace, name, merge_patch(before or {}, status))
 
     def _patch_status(
-        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+        self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]
     ) -> None:
-        body = {"status": json_safe(dict(status))}
+        body = {"status": json_safe(dict(patch))}
         try:
             self.on_request("patch", f"{plural}/status")
             self.custom.patch_namespaced_custom_object_status(
@@ -128,18 +200,33 @@ class Kube:
         return None if newest is None else f"{newest.reason}: {newest.message}"
 
     def create_job(self, job: Mapping[str, Any]) -> bool:
-        """Create a Job; False when it already existed, RefusedError when it never will."""
+        """Create a Job; False when ours already existed, RefusedError when it never will.
+
+        NameTakenError when a Job of that name exists under another owner.
+        """
+        namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
         try:
             self.on_request("create", "jobs")
             # The client takes a plain manifest as well as a V1Job; its stubs say only V1Job.
-            self.batch.create_namespaced_job(job["metadata"]["namespace"], dict(job))  # type: ignore[arg-type]
+            self.batch.create_namespaced_job(namespace, dict(job))  # type: ignore[arg-type]
+        except pydantic.ValidationError as error:  # raised before any request is sent
+            raise RefusedError(client_problems(error), by="the Kubernetes client") from None
         except ApiException as error:
             if error.status == 409:
+                self._check_job_owner(namespace, name, job)
                 return False
             if error.status in REFUSED_STATUSES:
                 raise RefusedError(api_message(error)) from None
             raise
         return True
+
+    def _check_job_owner(self, namespace: str, name: str, job: Mapping[str, Any]) -> None:
+        self.on_request("get", "jobs")
+        existing = self.batch.read_namespaced_job(name, namespace)
+        references = (existing.metadata and existing.metadata.owner_references) or []
+        controller = next((r.uid for r in references if r.controller), None)
+        if not _owned_by(controller, job):
+            raise NameTakenError(f"Job {name} exists and is not this study's")
 
     def delete_job(self, namespace: str, name: str) -> None:
         try:

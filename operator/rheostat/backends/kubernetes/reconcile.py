@@ -1,7 +1,8 @@
 """One idempotent, level-based reconcile of a TuningStudy.
 
 Each call is handed the study's children as the operator's watches last saw them
-(TuningTrials, Jobs, pods: `Children`, read from memory, never LISTed), turns what
+(TuningTrials, Jobs, pods: `Children`, read from memory, never LISTed, and narrowed
+to what the study's uid owns: a re-applied study never adopts its predecessor's), turns what
 they show into engine events, carries out the engine's actions (create a TuningTrial
 and its Job, delete a pruned trial's Job), persists every trial's record on its
 TuningTrial and returns the study's status. A view that lags one event behind is
@@ -14,15 +15,22 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from rheostat import lr_phase, objectives, warm_start
 from rheostat.backends.kubernetes import manifests as build
 from rheostat.backends.kubernetes.ask_worker import AskWorker
-from rheostat.backends.kubernetes.kube import Kube, RefusedError
+from rheostat.backends.kubernetes.children import Children
+from rheostat.backends.kubernetes.kube import (
+    Kube,
+    NameTakenError,
+    RefusedError,
+    json_safe,
+    merge_patch,
+)
 from rheostat.backends.kubernetes.observe import (
     InfrastructureLost,
     Missing,
@@ -56,6 +64,16 @@ from rheostat.metrics.scrape import TrialSample, scrape
 from rheostat.spec import StudySpec
 
 TERMINAL_PHASES = {"Succeeded", "Failed"}
+# How long a Job this operator created may go unseen by the watches before it counts
+# as gone (created and deleted before any pass saw it, or its name held by another
+# owner). A watch shows a new Job within a second; a minute covers a busy API server.
+# Capped by the study's unschedulableTimeout, the bound on a trial that cannot start.
+UNSEEN_JOB_GRACE_SECONDS = 60.0
+# What building a Job from a malformed template raises (the builder indexes plain dicts).
+MALFORMED_TEMPLATE = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+# Deleted studies remembered, so that a pass still running at the deletion does not
+# bring the study back into memory or the metrics (uids are never reused).
+FORGOTTEN_KEPT = 1024
 
 
 @dataclass(frozen=True)
@@ -65,28 +83,6 @@ class StudyEvent:
     type: str  # "Normal" or "Warning"
     reason: str
     message: str
-
-
-@dataclass(frozen=True)
-class Children:
-    """A study's children as the watches last saw them (plain dicts)."""
-
-    jobs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # by name
-    pods: Sequence[Mapping[str, Any]] = ()
-    trials: Sequence[Mapping[str, Any]] = ()
-    # TuningTrials of spec.warmStart.fromStudy (same namespace): told, never run.
-    seeds: Sequence[Mapping[str, Any]] = ()
-
-    def pods_by_owner(self) -> dict[str, list[Mapping[str, Any]]]:
-        """Pods by their trial (`t<number>`) or role (`lr-range-test`)."""
-        grouped: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-        for pod in self.pods:
-            labels = pod["metadata"].get("labels") or {}
-            if labels.get(build.LABEL_ROLE) == build.ROLE_TRIAL:
-                grouped[f"t{labels.get(build.LABEL_TRIAL)}"].append(pod)
-            else:
-                grouped[str(labels.get(build.LABEL_ROLE))].append(pod)
-        return grouped
 
 
 @dataclass(frozen=True)
@@ -107,9 +103,19 @@ class _Runtime:
     refusals: dict[int, str] = field(default_factory=dict)
     written_status: dict[str, Any] | None = None
     # Jobs this process created, and those the watches have shown: a Job created but
-    # not yet seen is on its way, not missing (no second create for a lagging view).
+    # not yet seen is on its way, not missing (no second create for a lagging view),
+    # for at most the grace from when it was first tried (`launching`, the pass's clock).
     jobs_created: set[int] = field(default_factory=set)
     jobs_seen: set[int] = field(default_factory=set)
+    launching: dict[int, float] = field(default_factory=dict)
+    # TuningTrials this process created (by number), whose watch event may lag.
+    trial_uids: dict[int, str] = field(default_factory=dict)
+    # The LR range test's Job: what to create (again, while its name is taken), when
+    # it was first tried, whether it was created, and whether a watch has shown it.
+    lr_start: StartLrRangeTest | None = None
+    lr_launched_at: float | None = None
+    lr_created: bool = False
+    lr_seen: bool = False
 
 
 @dataclass
@@ -122,6 +128,13 @@ class Reconciler:
     locks: dict[str, threading.Lock] = field(default_factory=dict)
     phases: dict[str, str] = field(default_factory=dict)
     asks: AskWorker = field(init=False)  # where GP asks run, off this process
+    # Deleted studies (bounded), and the lock that orders a deletion against the
+    # gauges a pass publishes: the event loop deletes while a pass thread publishes.
+    forgotten: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    gauges: threading.Lock = field(default_factory=threading.Lock)
+    # Ended studies: the generation they ended at and their final status (small),
+    # instead of their runtime; a pass before the watch shows that status repeats it.
+    ended: dict[str, tuple[Any, dict[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.asks = AskWorker(self.metrics.registry)
@@ -129,11 +142,22 @@ class Reconciler:
             verb, resource
         ).inc()
 
-    def forget(self, uid: str) -> None:
-        self.runtimes.pop(uid, None)
-        self.locks.pop(uid, None)
-        self.phases.pop(uid, None)
-        self._count_phases()
+    def forget(self, uid: str, namespace: str, name: str) -> None:
+        """Drop a deleted study: its cache, its phase and its per-study series.
+
+        A pass still running for it finds it forgotten when it ends and publishes
+        nothing (see `reconcile`).
+        """
+        with self.gauges:
+            self.forgotten[uid] = None
+            while len(self.forgotten) > FORGOTTEN_KEPT:
+                self.forgotten.popitem(last=False)
+            self.runtimes.pop(uid, None)
+            self.locks.pop(uid, None)
+            self.phases.pop(uid, None)
+            self.ended.pop(uid, None)
+            self.metrics.forget_study(namespace, name)
+            self._count_phases()
 
     def _count_phases(self) -> None:
         for phase in ("LrRangeTest", "Running", "Succeeded", "Failed"):
@@ -151,11 +175,41 @@ class Reconciler:
         uid = body["metadata"]["uid"]
         lock = self.locks.setdefault(uid, threading.Lock())
         when = time.time() if now is None else now
+        if uid in self.forgotten:  # deleted: nothing more to do for it
+            return dict(body.get("status") or {}), []
+        generation = body["metadata"].get("generation")
+        ended = self.ended.get(uid)
+        if ended is not None and ended[0] == generation:
+            return dict(ended[1]), []  # not rebuilt from its TuningTrials to say it again
         with lock, self.metrics.reconcile.time():
             status, events = _Pass(self, body, spec, children, when).run()
-        self.phases[uid] = status["phase"]
-        self._count_phases()
+        with self.gauges:
+            if uid in self.forgotten:  # deleted while the pass ran
+                self.runtimes.pop(uid, None)
+                return status, events
+            if status["phase"] in TERMINAL_PHASES:
+                # Nothing runs any more; a reopened study is rebuilt from its TuningTrials.
+                self.runtimes.pop(uid, None)
+                self.ended[uid] = (generation, dict(status))
+            else:
+                self.ended.pop(uid, None)
+            self.phases[uid] = status["phase"]
+            self._count_phases()
+            self._publish(body["metadata"]["namespace"], body["metadata"]["name"], status)
         return status, events
+
+    def _publish(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """The study's own series, from the status just computed."""
+        metrics = self.metrics
+        best = status.get("bestTrial")
+        if best is not None:
+            metrics.best_value.labels(namespace, name).set(best["value"])
+        for state in ("running", "complete", "pruned", "failed"):
+            count = status["trials"][state]
+            metrics.finished_trials.labels(namespace, name, state).set(count)
+        suggested = (status.get("lrRangeTest") or {}).get("suggestedLr")
+        if suggested is not None:
+            metrics.lr_suggestion.labels(namespace, name).set(suggested)
 
     def busy(self, uid: str) -> bool:
         """Whether the study has trials (or an LR range test) in flight, to be polled.
@@ -170,15 +224,25 @@ class Reconciler:
         engine = runtime.engine
         return bool(engine.running) or engine.phase == "LrRangeTest"
 
-    def status_written(self, uid: str, status: Mapping[str, Any]) -> bool:
-        """Whether `status` is what this operator last wrote (one write per change)."""
-        runtime = self.runtimes.get(uid)
-        return runtime is not None and runtime.written_status == status
+    def write_status(self, body: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+        """Make the study's status `status` if it is not already (True if a write was sent).
 
-    def remember_status(self, uid: str, status: Mapping[str, Any]) -> None:
+        The whole status is compared, so a stale key (a failure reason of a study since
+        reopened) is a change. The write is a merge patch with a null for every key
+        the stored status (`body`'s) or this process's last write holds and `status`
+        lacks: the watch may not have brought that last write yet.
+        """
+        uid, meta = body["metadata"]["uid"], body["metadata"]
+        current = dict(body.get("status") or {})
         runtime = self.runtimes.get(uid)
+        written = runtime.written_status if runtime is not None else None
+        if _without_nulls(json_safe(dict(status))) == current or written == status:
+            return False
+        wanted = merge_patch(written or {}, status)  # holds nulls: merge_patch keeps them
+        self.kube.patch_study_status(meta["namespace"], meta["name"], wanted, before=current)
         if runtime is not None:
             runtime.written_status = dict(status)
+        return True
 
 
 class _Pass:
@@ -196,19 +260,23 @@ class _Pass:
         self.kube = owner.kube
         self.body = body
         self.spec = spec
-        self.children = children
+        self.uid: str = body["metadata"]["uid"]
+        # Narrowed to its own TuningTrials now, to its Jobs and pods once the runtime
+        # knows the trials it created itself (their watch events may lag).
+        self.children = children.owned_trials(self.uid)
         self.now = now
         self.name: str = body["metadata"]["name"]
         self.namespace: str = body["metadata"]["namespace"]
         self.events: list[StudyEvent] = []
         self.trial_objects: dict[int, Mapping[str, Any]] = {
-            int(t["spec"]["number"]): t for t in children.trials
+            int(t["spec"]["number"]): t for t in self.children.trials
         }
 
     # ----- the pass ---------------------------------------------------------------
 
     def run(self) -> tuple[dict[str, Any], list[StudyEvent]]:
         runtime = self._runtime()
+        self.children = self.children.owned_by(self.uid, runtime.trial_uids.values())
         engine = runtime.engine
         if engine.spec.budget != self.spec.budget:  # the one change allowed mid-study
             engine.set_budget(self.spec.budget)
@@ -235,7 +303,7 @@ class _Pass:
         return self._status(runtime), self.events
 
     def _runtime(self) -> _Runtime:
-        uid = self.body["metadata"]["uid"]
+        uid = self.uid
         runtime = self.owner.runtimes.get(uid)
         if runtime is not None:
             return runtime
@@ -271,11 +339,15 @@ class _Pass:
         pods: Mapping[str, list[Mapping[str, Any]]],
     ) -> None:
         name = build.lr_test_name(self.name)
+        event: LrRangeFinished | None = None
         if name not in jobs:
-            return  # next_actions creates it
+            event = self._lr_job_missing(runtime)
+            if event is not None:
+                self._finish_lr_test(runtime, event)
+            return
+        runtime.lr_seen = True
         timeout = float(self.spec.budget.unschedulable_timeout)
         state = job_state(jobs[name], pods.get(build.ROLE_LR_RANGE_TEST, []), self.now, timeout)
-        event: LrRangeFinished | None = None
         if isinstance(state, Succeeded):
             event = _lr_event(state.termination_message)
         elif isinstance(state, Running):
@@ -289,15 +361,41 @@ class _Pass:
             )
         elif isinstance(state, InfrastructureLost):
             event = LrRangeFinished(error=f"the LR range test was lost: {state.reason}")
-        if event is None:
-            return
+        if event is not None:
+            self._finish_lr_test(runtime, event)
+
+    def _lr_job_missing(self, runtime: _Runtime) -> LrRangeFinished | None:
+        """The LR range test with no Job in view: on its way, lost, or still to create.
+
+        A Job seen and then gone was deleted by someone (a user stopping the test, or
+        the cluster): the test is lost and the study goes on over the user's own range,
+        as for any failed test. Recreating it would undo a user's `kubectl delete` and
+        run the sweep again; status and a Warning Event say what happened instead.
+        """
+        if runtime.lr_seen:
+            return LrRangeFinished(error="the LR range test's Job was deleted before it finished")
+        launched = runtime.lr_launched_at
+        if launched is not None and self.now - launched > self._unseen_grace():
+            if runtime.lr_created:
+                self.kube.delete_job(self.namespace, build.lr_test_name(self.name))
+            why = (
+                "deleted before the operator saw it"
+                if runtime.lr_created
+                else "its name is held by an object this study does not own"
+            )
+            return LrRangeFinished(
+                error=f"the LR range test's Job was never seen within "
+                f"{self._unseen_grace():.0f}s of its creation ({why})"
+            )
+        if not runtime.lr_created and runtime.lr_start is not None:
+            self._start_lr_test(runtime, runtime.lr_start)  # its name was taken last time
+        return None
+
+    def _finish_lr_test(self, runtime: _Runtime, event: LrRangeFinished) -> None:
         runtime.engine.observe(event, self.now)
         if runtime.engine.lr_result is not None:
             result = runtime.engine.lr_result
             runtime.lr_curve = lr_phase.stored(result)
-            self.owner.metrics.lr_suggestion.labels(self.namespace, self.name).set(
-                result.suggested_lr
-            )
             self._event(
                 "Normal",
                 "LrRangeTestFinished",
@@ -323,10 +421,9 @@ class _Pass:
         runtime.stuck.pop(number, None)
         event: Event | None = None
         if isinstance(state, Missing):
-            if number in runtime.jobs_created and number not in runtime.jobs_seen:
-                return []  # created a moment ago; the watch has not brought it yet
-            return self._ensure_job(runtime, number)
+            return self._job_missing(runtime, number)
         runtime.jobs_seen.add(number)
+        runtime.launching.pop(number, None)
         if isinstance(state, Pending) and state.reason:
             runtime.stuck[number] = _Stuck(state.reason, self._why_stuck(runtime, number, state))
         elif isinstance(state, Running):
@@ -350,6 +447,40 @@ class _Pass:
             return []
         return runtime.engine.observe(event, self.now)
 
+    def _job_missing(self, runtime: _Runtime, number: int) -> list[Action]:
+        """A running trial with no Job in view: on its way, to create, or lost.
+
+        A Job created but not yet seen is waited for, but only for the grace from its
+        first try: one created and deleted before any pass saw it (by a user, or the
+        garbage collector) would otherwise be waited for forever. After the grace the
+        attempt counts as lost to the cluster (retried with the same parameters under
+        a new name, up to maxRetries), and a Job of ours that may exist unseen is
+        deleted first, so that it never runs beside its retry.
+        """
+        since = runtime.launching.get(number)
+        if number not in runtime.jobs_seen and since is not None:
+            if self.now - since > self._unseen_grace():
+                if number in runtime.jobs_created:
+                    self.kube.delete_job(self.namespace, build.trial_name(self.name, number))
+                why = (
+                    "deleted before the operator saw it"
+                    if number in runtime.jobs_created
+                    else "its name is held by an object this study does not own"
+                )
+                runtime.launching.pop(number, None)
+                runtime.jobs_created.discard(number)
+                reason = (
+                    f"its Job was never seen within {self._unseen_grace():.0f}s "
+                    f"of its creation ({why})"
+                )
+                return runtime.engine.observe(Lost(number, reason), self.now)
+            if number in runtime.jobs_created:
+                return []  # created a moment ago; the watch has not brought it yet
+        return self._ensure_job(runtime, number)
+
+    def _unseen_grace(self) -> float:
+        return min(UNSEEN_JOB_GRACE_SECONDS, float(self.spec.budget.unschedulable_timeout))
+
     def _why_stuck(self, runtime: _Runtime, number: int, state: Pending) -> str:
         """The pending state's message; for a Job with no pod, the API's refusal."""
         if state.reason != "FailedCreate":
@@ -372,44 +503,69 @@ class _Pass:
 
     def _carry_out(self, runtime: _Runtime, action: Action, jobs: Mapping[str, Any]) -> None:
         if isinstance(action, StartLrRangeTest):
-            sweep = (action.parameter, action.min_lr, action.max_lr, action.steps)
-            job = build.lr_test_job(self.body, self.spec, action.params, sweep)
-            try:
-                created = self.kube.create_job(job)
-            except RefusedError as refusal:
-                error = f"the API server refused the LR range test's Job: {refusal}"
-                runtime.engine.observe(LrRangeFinished(error=error), self.now)
-                runtime.lr_curve = {"error": error}
-                self._event("Warning", "LrRangeTestFailed", error)
-                return
-            if created:
-                self._event(
-                    "Normal",
-                    "LrRangeTestStarted",
-                    f"sweeping {action.min_lr:g} … {action.max_lr:g}",
-                )
+            self._start_lr_test(runtime, action)
         elif isinstance(action, StartTrial):
             self._ensure_job(runtime, action.number)
         elif isinstance(action, StopTrial):
             self.kube.delete_job(self.namespace, build.trial_name(self.name, action.number))
 
+    def _start_lr_test(self, runtime: _Runtime, action: StartLrRangeTest) -> None:
+        """Create the LR range test's Job; one that can never be made ends the test."""
+        runtime.lr_start = action
+        if runtime.lr_launched_at is None:
+            runtime.lr_launched_at = self.now
+        sweep = (action.parameter, action.min_lr, action.max_lr, action.steps)
+        try:
+            job = build.lr_test_job(self.body, self.spec, action.params, sweep)
+            created = self.kube.create_job(job)
+        except NameTakenError:
+            return  # a deleted study's test, until the garbage collector removes it
+        except RefusedError as refusal:
+            error = f"{refusal.by} refused the LR range test's Job: {refusal}"
+            self._finish_lr_test(runtime, LrRangeFinished(error=error))
+            return
+        except MALFORMED_TEMPLATE as error:
+            problem = (
+                f"the LR range test's Job could not be built from spec.trialTemplate: {error!r}"
+            )
+            self._finish_lr_test(runtime, LrRangeFinished(error=problem))
+            return
+        runtime.lr_created = True
+        if created:
+            self._event(
+                "Normal",
+                "LrRangeTestStarted",
+                f"sweeping {action.min_lr:g} … {action.max_lr:g}",
+            )
+
     def _ensure_job(self, runtime: _Runtime, number: int) -> list[Action]:
         """Create the trial's TuningTrial and Job if absent (a restart may sit between).
 
-        A Job the API server refuses as invalid (a template it will never accept)
-        fails the trial with the server's own message, instead of failing every pass.
+        The Job is built from the TuningTrial's own spec.params, never from anything
+        else. A name held by another owner's object (a deleted study's child the
+        garbage collector has not removed yet) is tried again on the next pass, until
+        the grace runs out. A Job that cannot be built from the template, or that the
+        client or the API server refuses as invalid, fails the trial with the reason,
+        instead of failing every pass.
         """
+        runtime.launching.setdefault(number, self.now)
         record = runtime.engine.record(number)
         trial = self.trial_objects.get(number)
-        if trial is None:
-            trial = self.kube.create_trial(build.trial_object(self.body, record))
-            self.trial_objects[number] = trial
-            self._write_record(runtime, record)
-        job = build.trial_job(self.body, self.spec, trial, record.params)
         try:
+            if trial is None:
+                trial = self.kube.create_trial(build.trial_object(self.body, record))
+                self.trial_objects[number] = trial
+                runtime.trial_uids[number] = str(trial["metadata"]["uid"])
+                self._write_record(runtime, record)
+            job = build.trial_job(self.body, self.spec, trial, trial["spec"]["params"])
             created = self.kube.create_job(job)
+        except NameTakenError:
+            return []
         except RefusedError as refusal:
-            reason = f"the API server refused the trial's Job: {refusal}"
+            reason = f"{refusal.by} refused the trial's Job: {refusal}"
+            return runtime.engine.observe(TrialRefused(number, reason), self.now)
+        except MALFORMED_TEMPLATE as error:
+            reason = f"the trial's Job could not be built from spec.trialTemplate: {error!r}"
             return runtime.engine.observe(TrialRefused(number, reason), self.now)
         runtime.jobs_created.add(number)
         runtime.jobs_seen.discard(number)
@@ -447,11 +603,10 @@ class _Pass:
             status["startedAt"] = before.get("startedAt", self.now)
         if record.state != "running":  # when the operator saw it finish
             status["finishedAt"] = before.get("finishedAt", self.now)
-        if runtime.persisted.get(record.number) == status:
+        if before == status:
             return False
-        self.kube.patch_trial_status(
-            self.namespace, build.trial_name(self.name, record.number), status
-        )
+        name = build.trial_name(self.name, record.number)
+        self.kube.patch_trial_status(self.namespace, name, status, before=before)
         runtime.persisted[record.number] = status
         return True
 
@@ -481,13 +636,7 @@ class _Pass:
             status["lrRangeTest"]["curve"] = runtime.lr_curve
         status["observedGeneration"] = self.body["metadata"].get("generation")
         status["conditions"] = self._conditions(runtime, status)
-        best = status.get("bestTrial")
-        if best is not None:
-            self.owner.metrics.best_value.labels(self.namespace, self.name).set(best["value"])
         status["display"] = _display(status)
-        for state in ("running", "complete", "pruned", "failed"):
-            count = status["trials"][state]
-            self.owner.metrics.finished_trials.labels(self.namespace, self.name, state).set(count)
         return status
 
     def _conditions(self, runtime: _Runtime, status: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -549,6 +698,13 @@ class _Pass:
 
     def _event(self, kind: str, reason: str, message: str) -> None:
         self.events.append(StudyEvent(kind, reason, message))
+
+
+def _without_nulls(value: Any) -> Any:
+    """`value` as the API server stores it after a merge patch: null keys removed."""
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    return value
 
 
 def _lr_event(termination_message: str) -> LrRangeFinished:
