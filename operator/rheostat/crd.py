@@ -95,6 +95,7 @@ class _Converter:
             out["type"] = "string"
         if model_name in self.models:
             out.update(_validations(self.models[model_name]))
+            _merge_schema_twins(out, self.models[model_name])
         return out
 
     def _convert_union(self, node: JsonSchema) -> JsonSchema:
@@ -118,6 +119,21 @@ def _validations(model: type[SpecModel]) -> JsonSchema:
         if r.cel is not None
     ]
     return {"x-kubernetes-validations": rules} if rules else {}
+
+
+def _merge_schema_twins(node: JsonSchema, model: type[SpecModel]) -> None:
+    """Give each field the schema keywords of the rules CEL cannot check there."""
+    for rule in model.rules:
+        if rule.schema is not None:
+            _deep_merge(node["properties"][rule.field.removeprefix(".")], rule.schema)
+
+
+def _deep_merge(target: JsonSchema, extra: Any) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _deep_merge(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
 
 
 def spec_schema() -> JsonSchema:

@@ -29,6 +29,8 @@ KIND = "TuningStudy"
 MAX_STUDY_NAME = 45
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 PARAMETER_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# A string without NUL bytes: values end up in environment variables and SQLite.
+NO_NUL = "^[^\\x00]*$"
 
 Algorithm = Literal["grid", "random", "tpe", "bayesian", "cmaes", "qmc", "nsga2"]
 ALGORITHMS: tuple[str, ...] = ("grid", "random", "tpe", "bayesian", "cmaes", "qmc", "nsga2")
@@ -46,15 +48,20 @@ class Rule:
     `cel` is evaluated by the API server on the object the rule is attached to
     (`self`); `check` is the same predicate in Python. `cel` is None where CEL
     cannot see the fields: a categorical's `values` may mix strings, numbers and
-    booleans, so its schema is untyped and the API server hides it from CEL; the
-    operator applies those checks when it reads the study. `field` names the offending
-    field relative to that object, so both places point at the same path.
+    booleans, so its schema is untyped and the API server hides it from CEL. Such a
+    rule either has a `schema` twin (a list type, a pattern) or is applied only by
+    the operator when it reads the study. `field` names the offending field relative
+    to that object, so both places point at the same path.
     """
 
     cel: str | None
     message: str
     check: Callable[[Any], bool]
     field: str = ""
+    # Where CEL cannot see the field, the structural-schema keywords that make the API
+    # server refuse the same documents, merged into the schema of `field` (in the
+    # server's own words, e.g. "Duplicate value", but at the same path).
+    schema: Mapping[str, Any] | None = None
 
 
 def _whole_number(value: Any) -> Any:
@@ -123,6 +130,12 @@ def _divides(step: float, span: float) -> bool:
     """Whether `span` is a whole number of steps (to 1e-6 of a step), as the CEL twin says."""
     ratio = span / step
     return step <= span and ratio <= 1e15 and ratio - int(ratio + 1e-9) < 1e-6
+
+
+def _distinct(values: Sequence[Scalar]) -> bool:
+    """No value twice; a boolean is never equal to a number (True == 1 in Python)."""
+    keys = [(isinstance(v, bool), v) for v in values]
+    return len(set(keys)) == len(keys)
 
 
 def _is_integral(value: float | None) -> bool:
@@ -222,6 +235,21 @@ class Parameter(SpecModel):
             message="values are only for categorical parameters; use min and max",
             check=lambda p: p.type == "categorical" or p.values is None,
             field=".values",
+        ),
+        Rule(
+            cel=None,
+            message="categorical values must differ from one another",
+            check=lambda p: p.values is None or _distinct(p.values),
+            field=".values",
+            schema={"x-kubernetes-list-type": "set"},
+        ),
+        Rule(
+            cel=None,
+            message="a categorical value cannot contain a NUL byte (it is passed in an "
+            "environment variable)",
+            check=lambda p: not any(isinstance(v, str) and "\x00" in v for v in p.values or ()),
+            field=".values",
+            schema={"items": {"pattern": NO_NUL}},
         ),
         Rule(
             cel="self.type != 'categorical' || (!has(self.min) && !has(self.max))",
