@@ -201,6 +201,17 @@ BAD_CASES: list[BadCase] = [
         _set("spec.trialTemplate", {"spec": {"containers": []}}),
         "spec.trialTemplate.spec.containers",
     ),
+    # A trial template that is not a PodSpec: the client library would refuse every Job.
+    BadCase(
+        "pod-spec-unknown-field",
+        _set("spec.trialTemplate.spec.metadata", {}),
+        "spec.trialTemplate.spec.metadata",
+    ),
+    BadCase(
+        "pod-spec-field-of-the-wrong-type",
+        _set("spec.trialTemplate.spec.hostNetwork", "yes"),
+        "spec.trialTemplate.spec.hostNetwork",
+    ),
     BadCase("no-budget", _set("spec.budget", _DELETE), "spec.budget"),
     BadCase("unknown-spec-field", _set("spec.maxTrialCount", 3), "spec.maxTrialCount"),
     BadCase("parameter-names-differ-only-in-case", _param(1, name="LR"), "spec.parameters"),

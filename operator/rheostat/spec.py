@@ -20,6 +20,8 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from rheostat.pod_spec_fields import POD_SPEC_FIELDS
+
 API_GROUP = "rheostat.dev"
 API_VERSION = "v1alpha1"
 GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
@@ -377,7 +379,7 @@ class Container(BaseModel):
 
 
 class PodSpec(BaseModel):
-    """The trial pod's spec; fields other than containers are passed through."""
+    """The trial pod's spec; other PodSpec fields pass through, unknown ones are refused."""
 
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
     containers: list[Container] = Field(
@@ -742,10 +744,58 @@ def _warm_start_problems(spec: StudySpec) -> list[SpecProblem]:
     return problems
 
 
+_JSON_KINDS: dict[str, type | tuple[type, ...]] = {
+    "string": str,
+    "integer": int,
+    "number": (int, float),
+    "boolean": bool,
+    "object": dict,
+    "array": list,
+}
+
+
+def _json_kind_problem(value: Any, kind: str) -> str | None:
+    """Why `value` is not of JSON `kind`, as the API server's structural schema says it."""
+    if isinstance(value, bool) and kind != "boolean":
+        return f"must be of type {kind}"
+    if kind == "integer" and isinstance(value, float) and value.is_integer():
+        return None  # JSON has one number type: 4.0 is an integer to the API server
+    return None if isinstance(value, _JSON_KINDS[kind]) else f"must be of type {kind}"
+
+
+def _pod_spec_problems(spec: StudySpec) -> list[SpecProblem]:
+    """The trial template's spec must be a PodSpec: known fields of the right JSON kinds.
+
+    The pod spec passes fields through untouched, so without this a slip such as
+    `metadata:` inside it passes here and wedges every trial in the client library.
+    Only the top level is checked (nested objects are the API server's, at Job creation);
+    the CRD declares the same fields, so admission refuses the same documents.
+    """
+    path = "spec.trialTemplate.spec"
+    problems = []
+    for name, value in (spec.trial_template.spec.model_extra or {}).items():
+        if name not in POD_SPEC_FIELDS:
+            problems.append(SpecProblem(f"{path}.{name}", "unknown field (not a PodSpec field)"))
+            continue
+        kind, items = POD_SPEC_FIELDS[name]
+        message = _json_kind_problem(value, kind)
+        if message is None and items is not None:
+            wrong = [i for i, item in enumerate(value) if _json_kind_problem(item, items)]
+            message = f"items must be of type {items}" if wrong else None
+        if message is not None:
+            problems.append(SpecProblem(f"{path}.{name}", message))
+    return problems
+
+
 def semantic_problems(study: TuningStudy) -> list[SpecProblem]:
     """Cross-field problems of a structurally valid study."""
     spec = study.spec
-    return _rule_problems(spec, "spec") + _duplicate_names(spec) + _warm_start_problems(spec)
+    return (
+        _rule_problems(spec, "spec")
+        + _duplicate_names(spec)
+        + _warm_start_problems(spec)
+        + _pod_spec_problems(spec)
+    )
 
 
 def _without_nulls(value: Any) -> Any:
