@@ -758,8 +758,8 @@ def _json_kind_problem(value: Any, kind: str) -> str | None:
     """Why `value` is not of JSON `kind`, as the API server's structural schema says it."""
     if isinstance(value, bool) and kind != "boolean":
         return f"must be of type {kind}"
-    if kind == "integer" and isinstance(value, float) and value.is_integer():
-        return None  # JSON has one number type: 4.0 is an integer to the API server
+    if kind == "integer":
+        value = _whole_number(value)  # 4.0 is an integer to the API server, 1e30 is not
     return None if isinstance(value, _JSON_KINDS[kind]) else f"must be of type {kind}"
 
 
