@@ -176,7 +176,10 @@ def test_rendered_objects_pass_server_side_dry_run(cluster: ClusterHandle, names
         f"watchNamespaces={{{namespace}}}",
         "--set",
         "grafana.dashboards.enabled=true",
+        "--set",
+        "networkPolicy.enabled=true",
     )
+    assert "NetworkPolicy" in _kinds(docs)
     core = [d for d in docs if d["apiVersion"] != "monitoring.coreos.com/v1"]
     _kubectl("apply", core, "--dry-run=server", "-n", namespace)
 
