@@ -34,20 +34,10 @@ PLURAL = "tuningstudies"
 MISSING = "may not create jobs.batch in namespace"
 
 
-def _kubectl(verb: str, docs: list[dict[str, Any]], *flags: str) -> None:
-    done = subprocess.run(
-        ["kubectl", verb, *flags, "-f", "-"],
-        input=yaml.safe_dump_all(docs),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-
-
 @pytest.fixture
-def policy(cluster: ClusterHandle, namespace: str) -> Iterator[list[dict[str, Any]]]:
+def policy(
+    cluster: ClusterHandle, admin_api: client.ApiClient, namespace: str
+) -> Iterator[list[dict[str, Any]]]:
     """The chart's policy and binding, bound to `namespace` only."""
     done = subprocess.run(
         [
@@ -73,11 +63,16 @@ def policy(cluster: ClusterHandle, namespace: str) -> Iterator[list[dict[str, An
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
     ]
-    _kubectl("apply", docs)
+    policy_doc = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicy")
+    binding_doc = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding")
+    admission = client.AdmissionregistrationV1Api(admin_api)
+    admission.create_validating_admission_policy(policy_doc)
+    admission.create_validating_admission_policy_binding(binding_doc)
     try:
         yield docs
     finally:
-        _kubectl("delete", docs, "--ignore-not-found", "--wait=false")
+        admission.delete_validating_admission_policy_binding(binding_doc["metadata"]["name"])
+        admission.delete_validating_admission_policy(policy_doc["metadata"]["name"])
 
 
 def _grant(admin: client.ApiClient, namespace: str, account: str, jobs: bool) -> None:
