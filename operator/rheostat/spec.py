@@ -135,7 +135,12 @@ def _divides(step: float, span: float) -> bool:
 
 
 def _distinct(values: Sequence[Scalar]) -> bool:
-    """No value twice; a boolean is never equal to a number (True == 1 in Python)."""
+    """No value twice; a boolean is never equal to a number (True == 1 in Python).
+
+    1 and 1.0 are the same choice here. The API server's set agrees when kubectl sends
+    them (YAML 1.0 becomes JSON 1) but not for a client that sends `1.0`: it admits
+    [1, 1.0], and the operator, which reads 1.0 back as 1, refuses the study.
+    """
     keys = [(isinstance(v, bool), v) for v in values]
     return len(set(keys)) == len(keys)
 
