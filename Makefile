@@ -40,6 +40,7 @@ lint: $(STAMP) control-plane
 	bash hack/sync-chart-crds.sh --check
 	$(PY) hack/dashboards.py --check
 	$(MAKE) --no-print-directory helm-lint
+	$(MAKE) --no-print-directory checkov
 
 # helm comes from the control-plane cache (built from its Go module).
 TOOLS_PATH = $(shell $(PY) -c 'from tests.cluster.binaries import tool_path; print(tool_path())' 2>/dev/null)
@@ -47,6 +48,28 @@ helm-lint: control-plane
 	for values in "" charts/rheostat/ci/*-values.yaml; do \
 	  PATH="$(TOOLS_PATH)" helm lint --strict $${values:+-f "$$values"} charts/rheostat || exit 1; \
 	done
+
+# Checkov (IaC security scanner) on the rendered chart, from its own venv so its pins
+# never fight the project's. Exceptions, each with its reason: charts/rheostat/.checkov.yaml
+# and the chart README.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
+$(CHECKOV_VENV)/.installed:
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	touch $@
+
+.PHONY: checkov
+checkov: $(CHECKOV_VENV)/.installed control-plane
+	rm -rf build/checkov && mkdir -p build/checkov
+	for values in "" charts/rheostat/ci/*-values.yaml; do \
+	  name=$$(basename "$${values:-chart-defaults}" .yaml); \
+	  PATH="$(TOOLS_PATH)" helm template rheostat charts/rheostat --namespace rheostat \
+	    $${values:+-f "$$values"} --set networkPolicy.enabled=true > "build/checkov/$$name.yaml" || exit 1; \
+	done
+	$(CHECKOV_VENV)/bin/checkov --quiet --compact --config-file charts/rheostat/.checkov.yaml \
+	  --directory build/checkov
 
 crd: $(STAMP)
 	$(VENV)/bin/rheostat crd > crds/rheostat.dev.yaml

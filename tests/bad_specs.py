@@ -177,6 +177,16 @@ BAD_CASES: list[BadCase] = [
     BadCase("wrong-api-version", _set("apiVersion", "rheostat.dev/v1"), "apiVersion"),
     BadCase("wrong-kind", _set("kind", "Experiment"), "kind"),
     BadCase("categorical-without-values", _param(3, values=None), "spec.parameters[3].values"),
+    BadCase(
+        "categorical-duplicate-values",
+        _param(3, values=["sgd", "adam", "sgd"]),
+        "spec.parameters[3].values",
+    ),
+    BadCase(
+        "categorical-value-with-a-nul-byte",
+        _param(3, values=["sgd", "ad\x00am"]),
+        "spec.parameters[3].values",
+    ),
     BadCase("float-without-bounds", _param(1, min=None), "spec.parameters[1].min"),
     BadCase("int-with-fractional-bounds", _param(2, min=0.5), "spec.parameters[2].min"),
     BadCase("step-with-log", _param(0, step=0.1), "spec.parameters[0].step"),
@@ -190,6 +200,17 @@ BAD_CASES: list[BadCase] = [
         "no-containers",
         _set("spec.trialTemplate", {"spec": {"containers": []}}),
         "spec.trialTemplate.spec.containers",
+    ),
+    # A trial template that is not a PodSpec: the client library would refuse every Job.
+    BadCase(
+        "pod-spec-unknown-field",
+        _set("spec.trialTemplate.spec.metadata", {}),
+        "spec.trialTemplate.spec.metadata",
+    ),
+    BadCase(
+        "pod-spec-field-of-the-wrong-type",
+        _set("spec.trialTemplate.spec.hostNetwork", "yes"),
+        "spec.trialTemplate.spec.hostNetwork",
     ),
     BadCase("no-budget", _set("spec.budget", _DELETE), "spec.budget"),
     BadCase("unknown-spec-field", _set("spec.maxTrialCount", 3), "spec.maxTrialCount"),

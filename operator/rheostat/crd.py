@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from rheostat.pod_spec_fields import POD_SPEC_FIELDS
 from rheostat.spec import API_GROUP, API_VERSION, SpecModel, StudySpec
 
 JsonSchema = dict[str, Any]
@@ -95,6 +96,7 @@ class _Converter:
             out["type"] = "string"
         if model_name in self.models:
             out.update(_validations(self.models[model_name]))
+            _merge_schema_twins(out, self.models[model_name])
         return out
 
     def _convert_union(self, node: JsonSchema) -> JsonSchema:
@@ -120,6 +122,43 @@ def _validations(model: type[SpecModel]) -> JsonSchema:
     return {"x-kubernetes-validations": rules} if rules else {}
 
 
+def _merge_schema_twins(node: JsonSchema, model: type[SpecModel]) -> None:
+    """Give each field the schema keywords of the rules CEL cannot check there."""
+    for rule in model.rules:
+        if rule.schema is not None:
+            _deep_merge(node["properties"][rule.field.removeprefix(".")], rule.schema)
+
+
+def _deep_merge(target: JsonSchema, extra: Any) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _deep_merge(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+
+
+def _kind_schema(kind: str, items: str | None) -> JsonSchema:
+    node: JsonSchema = {"type": kind}
+    if kind == "object":
+        node["x-kubernetes-preserve-unknown-fields"] = True
+    elif kind == "array":
+        node["items"] = _kind_schema(items or "object", None)
+    return node
+
+
+def _declare_pod_spec(pod_spec: JsonSchema) -> None:
+    """Declare every PodSpec field, so an unknown one is refused (strict field validation,
+    as kubectl asks) or pruned, never handed to the client library that would refuse
+    every Job. Nested objects stay open: one level keeps the CRD small."""
+    pod_spec.pop("x-kubernetes-preserve-unknown-fields", None)
+    for name, (kind, items) in POD_SPEC_FIELDS.items():
+        if name not in pod_spec["properties"]:
+            pod_spec["properties"][name] = {
+                **_kind_schema(kind, items),
+                "description": "PodSpec field, passed to trial pods unchanged.",
+            }
+
+
 def spec_schema() -> JsonSchema:
     """The structural schema of a TuningStudy's spec."""
     raw = StudySpec.model_json_schema(by_alias=True, mode="validation")
@@ -128,6 +167,7 @@ def spec_schema() -> JsonSchema:
         if info.default_factory is not None and info.alias:
             # `{}` lets the API server fill in the nested defaults of an omitted block.
             schema["properties"][info.alias]["default"] = {}
+    _declare_pod_spec(schema["properties"]["trialTemplate"]["properties"]["spec"])
     params = schema["properties"]["parameters"]
     # List-map semantics make the API server reject duplicate parameter names itself.
     params["x-kubernetes-list-type"] = "map"

@@ -20,6 +20,8 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from rheostat.pod_spec_fields import POD_SPEC_FIELDS
+
 API_GROUP = "rheostat.dev"
 API_VERSION = "v1alpha1"
 GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
@@ -29,6 +31,8 @@ KIND = "TuningStudy"
 MAX_STUDY_NAME = 45
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 PARAMETER_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# A string without NUL bytes: values end up in environment variables and SQLite.
+NO_NUL = "^[^\\x00]*$"
 
 Algorithm = Literal["grid", "random", "tpe", "bayesian", "cmaes", "qmc", "nsga2"]
 ALGORITHMS: tuple[str, ...] = ("grid", "random", "tpe", "bayesian", "cmaes", "qmc", "nsga2")
@@ -46,15 +50,20 @@ class Rule:
     `cel` is evaluated by the API server on the object the rule is attached to
     (`self`); `check` is the same predicate in Python. `cel` is None where CEL
     cannot see the fields: a categorical's `values` may mix strings, numbers and
-    booleans, so its schema is untyped and the API server hides it from CEL; the
-    operator applies those checks when it reads the study. `field` names the offending
-    field relative to that object, so both places point at the same path.
+    booleans, so its schema is untyped and the API server hides it from CEL. Such a
+    rule either has a `schema` twin (a list type, a pattern) or is applied only by
+    the operator when it reads the study. `field` names the offending field relative
+    to that object, so both places point at the same path.
     """
 
     cel: str | None
     message: str
     check: Callable[[Any], bool]
     field: str = ""
+    # Where CEL cannot see the field, the structural-schema keywords that make the API
+    # server refuse the same documents, merged into the schema of `field` (in the
+    # server's own words, e.g. "Duplicate value", but at the same path).
+    schema: Mapping[str, Any] | None = None
 
 
 def _whole_number(value: Any) -> Any:
@@ -123,6 +132,17 @@ def _divides(step: float, span: float) -> bool:
     """Whether `span` is a whole number of steps (to 1e-6 of a step), as the CEL twin says."""
     ratio = span / step
     return step <= span and ratio <= 1e15 and ratio - int(ratio + 1e-9) < 1e-6
+
+
+def _distinct(values: Sequence[Scalar]) -> bool:
+    """No value twice; a boolean is never equal to a number (True == 1 in Python).
+
+    1 and 1.0 are the same choice here. The API server's set agrees when kubectl sends
+    them (YAML 1.0 becomes JSON 1) but not for a client that sends `1.0`: it admits
+    [1, 1.0], and the operator, which reads 1.0 back as 1, refuses the study.
+    """
+    keys = [(isinstance(v, bool), v) for v in values]
+    return len(set(keys)) == len(keys)
 
 
 def _is_integral(value: float | None) -> bool:
@@ -222,6 +242,21 @@ class Parameter(SpecModel):
             message="values are only for categorical parameters; use min and max",
             check=lambda p: p.type == "categorical" or p.values is None,
             field=".values",
+        ),
+        Rule(
+            cel=None,
+            message="categorical values must differ from one another",
+            check=lambda p: p.values is None or _distinct(p.values),
+            field=".values",
+            schema={"x-kubernetes-list-type": "set"},
+        ),
+        Rule(
+            cel=None,
+            message="a categorical value cannot contain a NUL byte (it is passed in an "
+            "environment variable)",
+            check=lambda p: not any(isinstance(v, str) and "\x00" in v for v in p.values or ()),
+            field=".values",
+            schema={"items": {"pattern": NO_NUL}},
         ),
         Rule(
             cel="self.type != 'categorical' || (!has(self.min) && !has(self.max))",
@@ -349,7 +384,7 @@ class Container(BaseModel):
 
 
 class PodSpec(BaseModel):
-    """The trial pod's spec; fields other than containers are passed through."""
+    """The trial pod's spec; other PodSpec fields pass through, unknown ones are refused."""
 
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
     containers: list[Container] = Field(
@@ -714,10 +749,58 @@ def _warm_start_problems(spec: StudySpec) -> list[SpecProblem]:
     return problems
 
 
+_JSON_KINDS: dict[str, type | tuple[type, ...]] = {
+    "string": str,
+    "integer": int,
+    "number": (int, float),
+    "boolean": bool,
+    "object": dict,
+    "array": list,
+}
+
+
+def _json_kind_problem(value: Any, kind: str) -> str | None:
+    """Why `value` is not of JSON `kind`, as the API server's structural schema says it."""
+    if isinstance(value, bool) and kind != "boolean":
+        return f"must be of type {kind}"
+    if kind == "integer":
+        value = _whole_number(value)  # 4.0 is an integer to the API server, 1e30 is not
+    return None if isinstance(value, _JSON_KINDS[kind]) else f"must be of type {kind}"
+
+
+def _pod_spec_problems(spec: StudySpec) -> list[SpecProblem]:
+    """The trial template's spec must be a PodSpec: known fields of the right JSON kinds.
+
+    The pod spec passes fields through untouched, so without this a slip such as
+    `metadata:` inside it passes here and wedges every trial in the client library.
+    Only the top level is checked (nested objects are the API server's, at Job creation);
+    the CRD declares the same fields, so admission refuses the same documents.
+    """
+    path = "spec.trialTemplate.spec"
+    problems = []
+    for name, value in (spec.trial_template.spec.model_extra or {}).items():
+        if name not in POD_SPEC_FIELDS:
+            problems.append(SpecProblem(f"{path}.{name}", "unknown field (not a PodSpec field)"))
+            continue
+        kind, items = POD_SPEC_FIELDS[name]
+        message = _json_kind_problem(value, kind)
+        if message is None and items is not None:
+            wrong = [i for i, item in enumerate(value) if _json_kind_problem(item, items)]
+            message = f"items must be of type {items}" if wrong else None
+        if message is not None:
+            problems.append(SpecProblem(f"{path}.{name}", message))
+    return problems
+
+
 def semantic_problems(study: TuningStudy) -> list[SpecProblem]:
     """Cross-field problems of a structurally valid study."""
     spec = study.spec
-    return _rule_problems(spec, "spec") + _duplicate_names(spec) + _warm_start_problems(spec)
+    return (
+        _rule_problems(spec, "spec")
+        + _duplicate_names(spec)
+        + _warm_start_problems(spec)
+        + _pod_spec_problems(spec)
+    )
 
 
 def _without_nulls(value: Any) -> Any:

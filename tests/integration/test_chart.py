@@ -153,6 +153,20 @@ def test_chart_renders(cluster: ClusterHandle, values: Path) -> None:
     assert {r["targetLabel"] for r in endpoint["relabelings"]} == {"study", "trial", "role"}
 
 
+def test_the_admission_policy_is_on_by_default_and_can_be_turned_off(
+    cluster: ClusterHandle,
+) -> None:
+    policy_kinds = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+    docs = _template("rheo", "rheostat")
+    assert policy_kinds <= set(_kinds(docs))
+    policy = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicy")
+    rules = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert [r["resources"] for r in rules] == [["tuningstudies"]]  # never the status
+    assert "authorizer" in policy["spec"]["validations"][0]["expression"]
+    off = _template("rheo", "rheostat", "--set", "admissionPolicy.enabled=false")
+    assert not policy_kinds & set(_kinds(off))
+
+
 def test_rendered_objects_pass_server_side_dry_run(cluster: ClusterHandle, namespace: str) -> None:
     """The core objects are valid for the real API server (CRD-backed monitors aside)."""
     docs = _template(
@@ -162,7 +176,10 @@ def test_rendered_objects_pass_server_side_dry_run(cluster: ClusterHandle, names
         f"watchNamespaces={{{namespace}}}",
         "--set",
         "grafana.dashboards.enabled=true",
+        "--set",
+        "networkPolicy.enabled=true",
     )
+    assert "NetworkPolicy" in _kinds(docs)
     core = [d for d in docs if d["apiVersion"] != "monitoring.coreos.com/v1"]
     _kubectl("apply", core, "--dry-run=server", "-n", namespace)
 

@@ -118,7 +118,10 @@ def test_every_values_key_has_a_comment_above_it() -> None:
 def test_values_keys_the_brief_names_exist() -> None:
     values = _values()
     assert values["replicaCount"] == 1
-    assert set(values["image"]) == {"repository", "tag", "pullPolicy"}
+    assert set(values["image"]) == {"repository", "tag", "digest", "pullPolicy"}
+    assert values["admissionPolicy"]["enabled"] is True
+    assert values["readinessProbe"]["enabled"] is True
+    assert values["networkPolicy"]["enabled"] is False
     assert values["watchNamespaces"] == []
     assert values["metrics"]["port"] == 8080
     assert values["livenessProbe"]["port"] == 8081

@@ -83,3 +83,13 @@ def test_printer_columns_and_names() -> None:
 
 def test_status_keeps_unknown_fields_for_kopf() -> None:
     assert _study_schema()["properties"]["status"]["x-kubernetes-preserve-unknown-fields"] is True
+
+
+def test_rules_cel_cannot_see_have_a_schema_twin() -> None:
+    """A categorical's values are untyped (hidden from CEL): the schema refuses
+    duplicates (a set) and NUL bytes (a pattern) at the same field."""
+    parameter = _study_schema()["properties"]["spec"]["properties"]["parameters"]["items"]
+    values = parameter["properties"]["values"]
+    assert values["x-kubernetes-list-type"] == "set"
+    assert values["items"]["pattern"] == "^[^\\x00]*$"
+    assert values["items"]["x-kubernetes-preserve-unknown-fields"] is True

@@ -24,6 +24,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
 
 from rheostat import objectives
 from rheostat.backends.local.report import StudyResults
@@ -88,7 +89,7 @@ def plot_lr_range(result: LrRangeResult, path: Path, narrowed: tuple[float, floa
     axes.set_xlabel("learning rate")
     axes.set_ylabel("training loss")
     axes.set_title("LR range test")
-    axes.legend(fontsize=8)
+    _legend(axes)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -129,7 +130,7 @@ def plot_history(results: StudyResults, path: Path) -> Path:
     axes.set_xlabel("trial")
     axes.set_ylabel(metric)
     axes.set_title(f"Optimisation history ({results.spec.algorithm.name})")
-    axes.legend(fontsize=8)
+    _legend(axes)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -192,12 +193,19 @@ def plot_pareto(results: StudyResults, path: Path) -> Path:
     if len(goals) > 2:
         title += f"\nfirst two of {len(goals)} objectives; the front is over all of them"
     axes.set_title(title)
-    if scored:
-        axes.legend(fontsize=8)
+    _legend(axes)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def _legend(axes: Axes) -> None:
+    """A legend when something is labelled: with no finished trial there is nothing to
+    explain, and matplotlib warns about an empty legend."""
+    handles, _ = axes.get_legend_handles_labels()
+    if handles:
+        axes.legend(fontsize=8)
 
 
 def _value(trial: TrialView, index: int) -> float:
