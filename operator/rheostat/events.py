@@ -55,6 +55,9 @@ class Finished:
     exit_code: int
     metrics: Mapping[str, Any] | None = None
     message: str = ""
+    # The step of the trainer's last report (its termination message's "step"): how far
+    # it ran, which the reads of its metrics may have missed (see rheostat.pruning).
+    step: int | None = None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ ATTR_ATTEMPT = "rheostat:attempt"
 ATTR_REQUEUED = "rheostat:requeued"  # re-runs of known parameters skip the duplicate check
 ATTR_LR_RANGE = "rheostat:lrRangeTest"
 ATTR_SPEC = "rheostat:spec"
+ATTR_LAST_STEP = "rheostat:lastStep"  # a finished trial's last reported step (pruning)
 
 _STATES: dict[TrialOutcome, TrialState] = {
     "running": TrialState.RUNNING,

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from rheostat import objectives
 from rheostat.events import Finished, Progress, Refused, StopTrial
-from rheostat.ledger import ATTR_ATTEMPT, ATTR_KIND, ATTR_REASON, ATTR_REQUEUED
+from rheostat.ledger import ATTR_ATTEMPT, ATTR_KIND, ATTR_LAST_STEP, ATTR_REASON, ATTR_REQUEUED
 from rheostat.space import SearchSpace
 from rheostat.spec import StudySpec
 
@@ -88,6 +88,9 @@ class Lifecycle:
     def finish(self, spec: StudySpec, event: Finished) -> None:
         """The trainer ended: its value (or values), or a failure naming what is missing."""
         running = self.running.pop(event.number)
+        if event.step is not None and event.step >= max(running.last_step, 0):
+            # How far it ran, though its last steps may not have been read (pruning).
+            running.trial.set_user_attr(ATTR_LAST_STEP, event.step)
         result: float | list[float] | None
         if spec.multi_objective:
             result, reason = objectives.final_values(spec.goals, event, running.last_metrics)

@@ -7,12 +7,15 @@ share a step. Optuna's median pruner, asked about step k, takes the median over 
 completed trials that hold a value at exactly k; with such curves that is one or two
 trials, whichever were read at k, and a trial better than the true median is pruned.
 
-Here the median pruner sees each completed trial that reached step k (recorded a
-value at k or later) at its value from its latest read at or before k: every such
-trial takes part, each at the most recent value known for that step. Completed
-trials are left as recorded; only the view the pruner reads is aligned. The trial
-being judged is compared at the steps it was read at, as before. Pure: no I/O
-beyond the Optuna study.
+Here the median pruner sees each completed trial that reached step k (was read at
+k or later, or ended at k or later by its termination message's "step") at its
+value from its latest read at or before k: every such
+trial takes part, each at the most recent value known for that step. A completed
+trial that reached k but was first read after it has no value known there; then no
+verdict is given at k (the trial is judged at its next step read), rather than one
+over the others alone. Completed trials are left as recorded; only the view the
+pruner reads is aligned. The trial being judged is compared at the steps it was
+read at, as before. Pure: no I/O beyond the Optuna study.
 """
 
 from __future__ import annotations
@@ -24,19 +27,33 @@ from collections.abc import Container
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from rheostat.ledger import ATTR_LAST_STEP
+
+
+def reached(trial: FrozenTrial) -> int | None:
+    """The last step the trial ran to: its last read, or further when its termination
+    message said so (the reads may have missed its last steps)."""
+    steps = trial.intermediate_values.keys()
+    told = trial.user_attrs.get(ATTR_LAST_STEP)
+    last = max(steps, default=None)
+    if isinstance(told, int) and (last is None or told > last):
+        return told
+    return last
+
 
 def value_at(trial: FrozenTrial, step: int) -> float | None:
     """The trial's value at `step`: from its latest read at or before it.
 
     None when the trial was never read at or before `step`, or never reached it
-    (its last read is earlier: the trial says nothing about later steps).
+    (it ended earlier: the trial says nothing about later steps).
     """
     values = trial.intermediate_values
     if step in values:
         return values[step]
-    steps = sorted(values)
-    if not steps or steps[-1] < step:
+    last = reached(trial)
+    if last is None or last < step:
         return None
+    steps = sorted(values)
     index = bisect.bisect_right(steps, step)
     return values[steps[index - 1]] if index else None
 
@@ -70,6 +87,13 @@ class _StepAlignedStudy(optuna.Study):
         return [_aligned(t, self._aligned_step) for t in trials]
 
 
+def _unknown_at(trial: FrozenTrial, step: int) -> bool:
+    """Whether the trial reached `step` but was first read after it. (A trial never
+    read at all takes no part: it has no curve to compare with.)"""
+    steps = trial.intermediate_values.keys()
+    return bool(steps) and min(steps) > step
+
+
 class AlignedMedianPruner(optuna.pruners.MedianPruner):
     """Optuna's median pruner over every completed trial that reached the step."""
 
@@ -77,4 +101,7 @@ class AlignedMedianPruner(optuna.pruners.MedianPruner):
         step = trial.last_step
         if step is None:
             return super().prune(study, trial)
+        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if any(_unknown_at(t, step) for t in completed):
+            return False
         return super().prune(_StepAlignedStudy(study, step), trial)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import optuna
 
-from rheostat.engine import Engine, Progress, StopTrial
-from tests.unit.test_engine import finish, make_spec, open_engine, starts
+from rheostat.engine import Engine, Finished, Progress, StopTrial
+from tests.unit.test_engine import make_spec, open_engine, starts
 
 # Completed trials as the tuner recorded them: the same curves, read at different steps.
 RECORDED = [
@@ -21,7 +21,9 @@ RECORDED = [
 ]
 
 
-def _engine_with_completed(curves: list[dict[int, float]]) -> Engine:
+def _engine_with_completed(curves: list[dict[int, float]], ran_to: int | None = None) -> Engine:
+    """Completed trials read as `curves`; `ran_to`: the step their termination
+    messages name (None: no message step), which reads may have missed."""
     spec = make_spec(
         budget={"maxTrials": 6, "parallelism": 1},
         earlyStopping={"pruner": "median", "settings": {"n_startup_trials": len(curves)}},
@@ -31,7 +33,7 @@ def _engine_with_completed(curves: list[dict[int, float]]) -> Engine:
         (trial,) = starts(engine.next_actions(0.0))
         for step, value in curve.items():
             assert engine.observe(Progress(trial.number, step, value), 0.0) == []
-        finish(engine, trial.number, curve[max(curve)])
+        engine.observe(Finished(trial.number, 0, {"loss": curve[max(curve)]}, step=ran_to), 1.0)
     return engine
 
 
@@ -70,3 +72,22 @@ def test_the_completed_trials_are_left_as_they_were_recorded() -> None:
     _report(engine, 4, 0.60)
     completed = engine.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert [t.intermediate_values for t in completed] == RECORDED
+
+
+def test_no_verdict_at_a_step_some_completed_trial_was_first_read_after() -> None:
+    """Trial 1 was first read at step 1: at step 0 only two of three are known."""
+    engine = _engine_with_completed(RECORDED)
+    (trial,) = starts(engine.next_actions(0.0))
+    assert engine.observe(Progress(trial.number, 0, 5.0), 0.0) == []
+    [stop] = engine.observe(Progress(trial.number, 1, 5.0), 0.0)
+    assert isinstance(stop, StopTrial)
+
+
+def test_completed_trials_count_up_to_the_step_their_message_names() -> None:
+    """All three ran to step 8, though their last read was at step 6: at step 8 they
+    stand at 0.45, 0.58 and 0.65 (median 0.58)."""
+    engine = _engine_with_completed(RECORDED, ran_to=8)
+    assert _report(engine, 8, 0.55) == []
+    engine = _engine_with_completed(RECORDED, ran_to=8)
+    [stop] = _report(engine, 8, 0.60)
+    assert isinstance(stop, StopTrial)

@@ -32,7 +32,13 @@ from rheostat.backends.local.process import (
 )
 from rheostat.backends.local.progress import ProgressDisplay
 from rheostat.backends.local.seeds import SeedError, load_seeds, report_skipped
-from rheostat.contract import LR_RANGE_TEST_NUMBER, MODE_LR_RANGE_TEST, lr_curve, trial_env
+from rheostat.contract import (
+    LR_RANGE_TEST_NUMBER,
+    MODE_LR_RANGE_TEST,
+    last_step,
+    lr_curve,
+    trial_env,
+)
 from rheostat.engine import (
     ATTR_SPEC,
     Action,
@@ -242,7 +248,7 @@ class LocalRunner:
                 continue
             metrics = message.get("metrics") if message else None
             tail = process.tail() if code != 0 else ""
-            self.engine.observe(Finished(number, code, metrics, tail), now)
+            self.engine.observe(Finished(number, code, metrics, tail, last_step(message)), now)
 
     def _time_out_lr_test(self, now: float) -> None:
         """Bind the LR range test by ``budget.trialTimeout`` like any trial.
