@@ -26,6 +26,9 @@ ATTR_REQUEUED = "rheostat:requeued"  # re-runs of known parameters skip the dupl
 ATTR_LR_RANGE = "rheostat:lrRangeTest"
 ATTR_SPEC = "rheostat:spec"
 ATTR_LAST_STEP = "rheostat:lastStep"  # a finished trial's last reported step (pruning)
+# Study attribute: [{metric, direction}, ...], what the study optimises, for a reader
+# (a warm start) that has only its store.
+ATTR_GOALS = "rheostat:goals"
 
 _STATES: dict[TrialOutcome, TrialState] = {
     "running": TrialState.RUNNING,

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from rheostat.backends.local.report import StudyResults, write_results
-from rheostat.backends.local.runner import LocalRunError, LocalRunner, RunOptions
-from rheostat.engine import Engine
-from rheostat.spec import study_from_mapping
+from rheostat.backends.local.runner import LocalRunError, LocalRunner, RunOptions, open_study
+from rheostat.backends.local.seeds import load_seeds
+from rheostat.engine import Engine, Finished, StartTrial, TrialRecord
+from rheostat.spec import TuningStudy, study_from_mapping
 from tests.studies import synthetic_study
 
 CONFIG = {"lr": 0.05, "momentum": 0.5, "layers": 2, "optimizer": "adam"}
@@ -91,3 +93,50 @@ def test_a_study_name_means_its_default_work_folder(
     engine = run_local(document, Path("runs/after"))
     assert engine.status()["warmStart"] == {"seeded": 6}
     assert engine.counts().finished == 2
+
+
+def finished_study(document: dict[str, Any], workdir: Path, values: list[float]) -> Engine:
+    """A local study whose trials ended with `values`, its files written as a run
+    writes them (no trainer needed: the engine is told each trial's end)."""
+    study = study_from_mapping(document)
+    metric = study.spec.primary.metric
+    engine = Engine.open(study.spec, open_study(study, workdir), seeds=seeds_for(study))
+    for value in values:
+        (start,) = [a for a in engine.next_actions(0.0) if isinstance(a, StartTrial)]
+        engine.observe(Finished(start.number, 0, {metric: value}), 1.0)
+    write_results(StudyResults.from_engine(engine), workdir)
+    return engine
+
+
+def seeds_for(study: TuningStudy) -> list[TrialRecord]:
+    return load_seeds(study.spec) if study.spec.warm_start else []
+
+
+def one_by_one(name: str, count: int, objective: dict[str, str] | None = None) -> dict[str, Any]:
+    document = synthetic_study(name, budget={"maxTrials": count, "parallelism": 1})
+    if objective is not None:
+        document["spec"]["objective"] = objective
+    return document
+
+
+@pytest.mark.parametrize("source", ["results.json", "study.db"])
+@pytest.mark.parametrize(
+    "objective",
+    [
+        {"metric": "accuracy", "direction": "maximize"},
+        {"metric": "loss", "direction": "maximize"},
+        {"metric": "accuracy", "direction": "minimize"},
+    ],
+    ids=["metric-and-direction", "direction", "metric"],
+)
+def test_a_study_that_optimised_something_else_cannot_seed(
+    source: str, objective: dict[str, str], tmp_path: Path
+) -> None:
+    finished_study(one_by_one("before", 3), tmp_path / "before", [17.7, 3.0, 0.1])
+    document = one_by_one("after", 2, objective)
+    document["spec"]["warmStart"] = {"fromStudy": str(tmp_path / "before" / source)}
+    with pytest.raises(LocalRunError, match=r"spec\.warmStart\.fromStudy") as refused:
+        run_local(document, tmp_path / "after")
+    assert "'loss' (minimize)" in str(refused.value)
+    assert f"{objective['metric']!r} ({objective['direction']})" in str(refused.value)
+    assert not (tmp_path / "after" / "trials").exists()

@@ -51,8 +51,10 @@ from rheostat.engine import (
     StartTrial,
     StopTrial,
 )
+from rheostat.ledger import ATTR_GOALS
 from rheostat.metrics.scrape import scrape
 from rheostat.spec import SpecProblem, TuningStudy
+from rheostat.warm_start import needs_seeds
 
 POLL_SECONDS = 0.1
 
@@ -115,6 +117,8 @@ def open_study(study: TuningStudy, workdir: Path, *, fresh: bool = False) -> opt
     stored = optuna_study.user_attrs.get(ATTR_SPEC)
     if stored is None:
         optuna_study.set_user_attr(ATTR_SPEC, fingerprint)
+        goals = [g.model_dump(by_alias=True) for g in study.spec.goals]
+        optuna_study.set_user_attr(ATTR_GOALS, goals)  # for a study warm-started from this
     elif stored != fingerprint:
         raise LocalRunError(
             f"{workdir} holds study {study.metadata.name!r} with a different spec; only the "
@@ -146,11 +150,10 @@ class LocalRunner:
             raise LocalRunError(str(error)) from None
         try:
             optuna_study = open_study(study, self.workdir, fresh=options.fresh)
-            # Seeds are read once, into a fresh study; a resumed one keeps them in SQLite.
-            fresh_study = not optuna_study.get_trials(deepcopy=False)
-            seeds = load_seeds(study.spec) if fresh_study else []
+            # Seeds are read until all are told; a resumed study keeps them in SQLite.
+            seeds = load_seeds(study.spec) if needs_seeds(optuna_study) else []
             self.engine = Engine.open(study.spec, optuna_study, seeds=seeds)
-            report_skipped(self.engine.warnings)
+            report_skipped(self.engine.drain_warnings())
         except SeedError as error:
             self.lock.release()
             raise LocalRunError(str(error)) from None
@@ -227,6 +230,7 @@ class LocalRunner:
                 actions += self._scrape_running(now)
                 next_scrape = now + interval
             actions += self.engine.next_actions(now)
+            report_skipped(self.engine.drain_warnings())  # seeds told after an LR test
             for action in actions:
                 self._carry_out(action)
             self.stopping = [p for p in self.stopping if not p.reap()]
