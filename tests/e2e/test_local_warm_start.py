@@ -8,11 +8,13 @@ from typing import Any
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 from rheostat.backends.local.report import StudyResults, write_results
 from rheostat.backends.local.runner import LocalRunError, LocalRunner, RunOptions, open_study
 from rheostat.backends.local.seeds import load_seeds
+from rheostat.cli import main
 from rheostat.engine import Engine, Finished, StartTrial, TrialRecord
 from rheostat.spec import TuningStudy, study_from_mapping
 from tests.studies import synthetic_study
@@ -140,3 +142,20 @@ def test_a_study_that_optimised_something_else_cannot_seed(
     assert "'loss' (minimize)" in str(refused.value)
     assert f"{objective['metric']!r} ({objective['direction']})" in str(refused.value)
     assert not (tmp_path / "after" / "trials").exists()
+
+
+def test_renaming_a_study_in_its_work_folder_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    workdir = tmp_path / "runs"
+    finished_study(one_by_one("first", 2), workdir, [0.5, 0.4])
+    before = (workdir / "results.json").read_text()
+    with pytest.raises(LocalRunError, match="holds study 'first', not 'second'"):
+        open_study(study_from_mapping(one_by_one("second", 2)), workdir)
+    path = tmp_path / "second.yaml"
+    path.write_text(yaml.safe_dump(one_by_one("second", 2)))
+    assert main(["run", str(path), "--workdir", str(workdir), "--no-progress"]) == 2
+    assert "holds study 'first'" in capsys.readouterr().err
+    assert (workdir / "results.json").read_text() == before
+    names = optuna.get_all_study_names(f"sqlite:///{workdir / 'study.db'}")
+    assert names == ["first"]

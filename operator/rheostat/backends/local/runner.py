@@ -107,9 +107,18 @@ def open_study(study: TuningStudy, workdir: Path, *, fresh: bool = False) -> opt
         shutil.rmtree(workdir / "trials", ignore_errors=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.RDBStorage(f"sqlite:///{database}")
+    name = study.metadata.name
+    if others := [n for n in optuna.get_all_study_names(storage) if n != name]:
+        # The fingerprint is kept per study name: a renamed study would find none and
+        # write its results over the first one's. The name is part of what a study means.
+        raise LocalRunError(
+            f"{workdir} holds study {others[0]!r}, not {name!r}; a work folder holds one "
+            f"study. Use another --workdir (the default is runs/{name}), or --fresh to "
+            "start over here."
+        )
     optuna_study = optuna.create_study(
         storage=storage,
-        study_name=study.metadata.name,
+        study_name=name,
         directions=objectives.directions(study.spec),
         load_if_exists=True,
     )
