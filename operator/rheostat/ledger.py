@@ -115,6 +115,17 @@ def best(trials: list[TrialView], direction: str) -> TrialView | None:
     return pick(complete, key=lambda t: t.value if t.value is not None else math.nan)
 
 
+def best_counted(study: optuna.Study) -> FrozenTrial | None:
+    """The best of a single-objective study's own complete trials, as :func:`best` picks
+    it from the views; for a reader with only the store (`rheostat status`). Optuna's
+    `best_trial` would also consider the trials told from an earlier study."""
+    complete = [t for t in study.get_trials(deepcopy=False) if outcome(t) == "complete"]
+    if not complete or len(study.directions) > 1:
+        return None
+    pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+    return pick(complete, key=lambda t: t.value if t.value is not None else math.nan)
+
+
 def record(trial: FrozenTrial, space: SearchSpace, started_at: float) -> TrialRecord:
     """The stored form of one trial, for a backend to persist after each change."""
     # The Optuna state, whatever the kind: a seeded trial is stored complete or pruned.

@@ -159,3 +159,20 @@ def test_renaming_a_study_in_its_work_folder_is_refused(
     assert (workdir / "results.json").read_text() == before
     names = optuna.get_all_study_names(f"sqlite:///{workdir / 'study.db'}")
     assert names == ["first"]
+
+
+def test_status_reports_the_studys_own_best_not_a_seed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    finished_study(one_by_one("before", 3), tmp_path / "before", [0.001, 0.002, 0.003])
+    document = one_by_one("after", 3)
+    document["spec"]["warmStart"] = {"fromStudy": str(tmp_path / "before" / "study.db")}
+    finished_study(document, tmp_path / "after", [0.5, 0.4, 0.6])
+    best = json.loads((tmp_path / "after" / "results.json").read_text())["status"]["bestTrial"]
+    assert best["value"] == 0.4
+    capsys.readouterr()
+    assert main(["status", str(tmp_path / "after")]) == 0
+    out = capsys.readouterr().out
+    assert f"best #{best['number']}: 0.4 " in out
+    assert "0.001" not in out
+    assert "3 complete" in out  # the seeds are not counted either
