@@ -176,3 +176,34 @@ def test_status_reports_the_studys_own_best_not_a_seed(
     assert f"best #{best['number']}: 0.4 " in out
     assert "0.001" not in out
     assert "3 complete" in out  # the seeds are not counted either
+
+
+def test_seeds_are_told_over_the_range_the_lr_range_test_narrowed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The issue's case: bayesian, LR range test `apply: narrow`, warm start."""
+    finished_study(one_by_one("before", 8), tmp_path / "before", [1.0 + n / 10 for n in range(8)])
+    document = synthetic_study(
+        "after",
+        algorithm="bayesian",
+        args=["--steps", "2"],
+        budget={"maxTrials": 3, "parallelism": 1},
+        lr_test=True,
+    )
+    document["spec"]["lrRangeTest"]["apply"] = "narrow"
+    document["spec"]["warmStart"] = {"fromStudy": str(tmp_path / "before" / "study.db")}
+    optuna.logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING", logger="optuna"):
+            engine = run_local(document, tmp_path / "after")
+    finally:
+        optuna.logging.disable_propagation()
+    assert engine.phase == "Succeeded"
+    low, high = engine.status()["lrRangeTest"]["narrowedTo"]
+    seeds = [t for t in engine.study.get_trials() if t.user_attrs.get("rheostat:kind") == "seeded"]
+    assert seeds
+    assert all(low <= t.params["lr"] <= high for t in seeds)
+    assert all(t.distributions["lr"] == engine.space.distributions["lr"] for t in seeds)
+    skipped = capsys.readouterr().err.count("warning: warm start skipped trial")
+    assert skipped == 8 - len(seeds)
+    assert not [r.message for r in caplog.records if "independent" in r.message], caplog.text
