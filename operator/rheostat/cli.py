@@ -1,13 +1,15 @@
 """The `rheostat` command: run | validate | crd | status | operator, and for a
 cluster study get | describe | plot | export (also `kubectl rheostat ...`).
 
-Exit codes: 0 success, 1 a study that ran and failed, 2 invalid input (nothing was
-run), 130 interrupted (the study can be resumed with the same command).
+Exit codes: 0 success, 1 a study that ran and failed, 2 invalid input or a work
+folder that cannot hold the study (unreadable file, read-only folder, full disk;
+what ran is kept), 130 interrupted (the study can be resumed with the same command).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +32,14 @@ def _read_study(path: str, err: Console) -> TuningStudy | None:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         err.print(f"{path}: cannot read: {error.strerror}", markup=False, highlight=False)
+        return None
+    except UnicodeDecodeError as error:
+        byte = error.object[error.start]
+        err.print(
+            f"{path}: not UTF-8 text (byte 0x{byte:02x} at offset {error.start}); save it as UTF-8",
+            markup=False,
+            highlight=False,
+        )
         return None
     try:
         return load_study(text)
@@ -59,7 +69,13 @@ def cmd_crd(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from rheostat.backends.local.plots import write_plots
     from rheostat.backends.local.report import StudyResults, print_summary, write_results
-    from rheostat.backends.local.runner import LocalRunError, LocalRunner, RunOptions
+    from rheostat.backends.local.runner import (
+        LocalRunError,
+        LocalRunner,
+        RunOptions,
+        WorkdirError,
+        workdir_error,
+    )
 
     err = Console(stderr=True, soft_wrap=True)
     study = _read_study(args.file, err)
@@ -78,19 +94,30 @@ def cmd_run(args: argparse.Namespace) -> int:
             engine = runner.run()
         except KeyboardInterrupt:
             counts = runner.engine.counts()
-            err.print(
-                f"Interrupted: every trial was stopped; {counts.finished} finished trials are "
-                f"kept in {workdir}. Run the same command again to resume."
-            )
+            by = runner.stopped_by
+            cause = "Interrupted" if by in (None, "SIGINT") else f"Stopped by {by}"
+            # After SIGHUP the terminal may be gone: writing to it then fails (EIO).
+            with contextlib.suppress(OSError):
+                err.print(
+                    f"{cause}: every trial was stopped; {counts.finished} finished trials "
+                    f"are kept in {workdir}. Run the same command again to resume.",
+                    markup=False,
+                    highlight=False,
+                )
             return EXIT_INTERRUPTED
         except LocalRunError as error:
             err.print(f"{args.file}: {error}", markup=False, highlight=False)
-            return EXIT_FAILED
+            return EXIT_INVALID if isinstance(error, WorkdirError) else EXIT_FAILED
         out = Console()
         results = StudyResults.from_engine(engine)
         print_summary(results, out)
-        paths = [*write_results(results, workdir), *write_plots(results, workdir)]
-        out.print("Wrote " + ", ".join(str(p) for p in paths))
+        try:
+            paths = [*write_results(results, workdir), *write_plots(results, workdir)]
+        except OSError as error:
+            problem = workdir_error(workdir, error)
+            err.print(f"{args.file}: {problem}", markup=False, highlight=False)
+            return EXIT_INVALID
+        out.print("Wrote " + ", ".join(str(p) for p in paths), markup=False, highlight=False)
     return 0 if engine.phase == "Succeeded" else EXIT_FAILED
 
 
@@ -98,14 +125,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     import optuna
 
     from rheostat import ledger
+    from rheostat.backends.local.storage import StudyFileError, open_storage
 
+    err = Console(stderr=True, soft_wrap=True)
     database = Path(args.workdir) / "study.db"
     if not database.exists():
-        Console(stderr=True, soft_wrap=True).print(f"{args.workdir}: no study here (no study.db)")
+        err.print(f"{args.workdir}: no study here (no study.db)", markup=False, highlight=False)
         return EXIT_INVALID
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = f"sqlite:///{database}"
-    for summary in optuna.get_all_study_summaries(storage):
+    try:
+        storage = open_storage(database)
+        summaries = optuna.get_all_study_summaries(storage)
+    except StudyFileError as error:
+        err.print(f"{database} {error}", markup=False, highlight=False)
+        return EXIT_INVALID
+    except optuna.exceptions.StorageInternalError as error:
+        cause = error.__cause__ or error
+        message = f"{database} cannot be read as a study database: {cause}"
+        err.print(message, markup=False, highlight=False)
+        return EXIT_INVALID
+    for summary in summaries:
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         states: dict[str, int] = {}
         for trial in study.get_trials(deepcopy=False):

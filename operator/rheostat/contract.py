@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rheostat.spec import Scalar, env_name
@@ -26,8 +26,13 @@ def trial_env(
     *,
     mode: str = MODE_TRIAL,
     lr_sweep: tuple[str, float, float, int] | None = None,
+    objectives: Sequence[str] = (),
 ) -> dict[str, str]:
-    """Environment variables for one trial (or the LR range test)."""
+    """Environment variables for one trial (or the LR range test).
+
+    `objectives` are the study's objective metric names: `finish()` keeps them
+    whatever else it must drop to fit the 4096-byte termination message.
+    """
     env = {
         "RHEOSTAT_MODE": mode,
         "RHEOSTAT_STUDY": study,
@@ -35,6 +40,8 @@ def trial_env(
         "RHEOSTAT_PARAMS": json.dumps(dict(params), sort_keys=True),
         "RHEOSTAT_METRICS_PORT": str(metrics_port),
     }
+    if objectives:
+        env["RHEOSTAT_OBJECTIVES"] = json.dumps(list(objectives))
     for name, value in params.items():
         env[env_name(name)] = json.dumps(value) if not isinstance(value, str) else value
     if lr_sweep is not None:

@@ -87,15 +87,16 @@ class Lifecycle:
 
     def finish(self, spec: StudySpec, event: Finished) -> None:
         """The trainer ended: its value (or values), or a failure naming what is missing."""
-        running = self.running.pop(event.number)
-        if event.step is not None and event.step >= max(running.last_step, 0):
-            # How far it ran, though its last steps may not have been read (pruning).
-            running.trial.set_user_attr(ATTR_LAST_STEP, event.step)
+        running = self.running[event.number]
         result: float | list[float] | None
         if spec.multi_objective:
             result, reason = objectives.final_values(spec.goals, event, running.last_metrics)
         else:
             result, reason = objectives.final_value(spec.primary.metric, event, running.last_value)
+        del self.running[event.number]  # only once it has a value or a reason: never lost
+        if event.step is not None and event.step >= max(running.last_step, 0):
+            # How far it ran, though its last steps may not have been read (pruning).
+            running.trial.set_user_attr(ATTR_LAST_STEP, event.step)
         if reason:
             running.trial.set_user_attr(ATTR_REASON, reason)
         if result is None:

@@ -39,6 +39,7 @@ def final_value(
     """One objective's final value of a finished trial, or None and the reason it has none.
 
     The termination message (`finish()`) wins; failing that, the last scraped report.
+    Never raises: whatever the trainer wrote, the trial gets a value or a reason.
     """
     if event.exit_code != 0:
         detail = f": {event.message.strip()[-300:]}" if event.message.strip() else ""
@@ -53,10 +54,18 @@ def final_value(
     try:
         value = float(raw)
     except (TypeError, ValueError):
-        return None, f"the objective metric {metric!r} is not a number: {raw!r}"
+        return None, f"the objective metric {metric!r} is not a number: {_brief(raw)}"
+    except OverflowError:  # JSON integers have no bound: 1e400 written as digits
+        return None, f"the objective metric {metric!r} is too large for a float: {_brief(raw)}"
     if not math.isfinite(value):
         return None, f"the objective metric {metric!r} is {value}"
     return value, reason
+
+
+def _brief(raw: object) -> str:
+    """The repr of a trainer's value, shortened (a huge integer has hundreds of digits)."""
+    text = repr(raw)
+    return text if len(text) <= 60 else f"{text[:57]}... ({len(text)} characters)"
 
 
 def final_values(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -290,3 +291,260 @@ def test_a_malformed_lr_curve_is_the_lr_range_tests_error(
     assert status["lrRangeTest"]["error"].startswith("the LR range test's curve is malformed: ")
     assert status["phase"] == "Succeeded"
     assert status["trials"]["finished"] == 2
+
+
+# A trainer that starts two children (a data loader, a helper script) which would
+# run on for 777 s, then trains with the synthetic example's arguments. The marker
+# (argv[1]) is on every one of these processes' command lines.
+TRAINER_WITH_CHILDREN = """
+import subprocess, sys
+for _ in range(2):
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(777)", sys.argv[1]])
+from rheostat_trainer.examples.synthetic import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _with_children(name: str, marker: str, args: list[str], budget: dict[str, Any]) -> Any:
+    document = synthetic_study(name, budget=budget)
+    container = document["spec"]["trialTemplate"]["spec"]["containers"][0]
+    container["command"] = ["python", "-c", TRAINER_WITH_CHILDREN, marker, *args]
+    return document
+
+
+def _wait_until_gone(marker: str, seconds: float = 10.0) -> list[int]:
+    """The processes carrying `marker` that are still alive after `seconds` (polled)."""
+    deadline = time.monotonic() + seconds
+    while (alive := [p for p in _trainer_pids(marker) if _alive(p)]) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    return alive
+
+
+def test_a_trials_children_end_with_the_trial(tmp_path: Path, write_study: WriteStudy) -> None:
+    marker = "--seed=914411"
+    document = _with_children(
+        "children", marker, ["--steps", "1"], {"maxTrials": 2, "parallelism": 2}
+    )
+    workdir = tmp_path / "work"
+    try:
+        run = subprocess.run(
+            _command(write_study(document), workdir),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=DEADLINE_SECONDS,
+        )
+        assert run.returncode == 0, run.stderr
+        assert _results(workdir)["status"]["trials"]["complete"] == 2
+        # Killed with the trial's process group when the trainer exited, as a pod's
+        # container would be; a short poll only lets the kernel finish the kill.
+        assert _wait_until_gone(marker, 5.0) == [], "a trial's child outlived the run"
+    finally:
+        _kill_leftovers(marker)
+
+
+def test_trainers_and_their_children_die_with_a_killed_tuner(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    marker = "--seed=330517"
+    document = _with_children(
+        "killed", marker, ["--fault", "hang"], {"maxTrials": 2, "parallelism": 2}
+    )
+    workdir = tmp_path / "work"
+    run = subprocess.Popen(
+        _command(write_study(document), workdir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        pids = _wait_for_hung_trials(workdir, marker, 2)
+        assert len(pids) == 6, "two trainers, two children each"
+        run.kill()  # SIGKILL: the tuner can do nothing about it
+        run.communicate(timeout=DEADLINE_SECONDS)
+        assert _wait_until_gone(marker) == [], "a trainer outlived `rheostat run`"
+    finally:
+        _kill_leftovers(marker, run)
+
+
+def test_a_closed_terminal_stops_every_trial_and_keeps_the_study(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    marker = "--seed=129129"
+    document = _with_children(
+        "hangup", marker, ["--fault", "hang"], {"maxTrials": 2, "parallelism": 2}
+    )
+    workdir = tmp_path / "work"
+    run = subprocess.Popen(
+        _command(write_study(document), workdir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        pids = _wait_for_hung_trials(workdir, marker, 2)
+        run.send_signal(signal.SIGHUP)
+        _, stderr = run.communicate(timeout=DEADLINE_SECONDS)
+        assert run.returncode == 130, stderr
+        assert "Stopped by SIGHUP: every trial was stopped" in stderr
+        assert "Traceback" not in stderr
+        assert [pid for pid in pids if _alive(pid)] == []
+        assert _wait_until_gone(marker) == []
+    finally:
+        _kill_leftovers(marker, run)
+    # Resumable: both trials are still the study's (running), to be run again.
+    trials = _counted_trials(workdir, "hangup")
+    assert [t.number for t in trials] == [0, 1]
+
+
+def _mount_namespace() -> list[str]:
+    """A command prefix that runs in a private mount namespace (root in it), or skip."""
+    prefix = ["unshare", "--mount"] if os.geteuid() == 0 else ["unshare", "-rm"]
+    if (
+        shutil.which("unshare") is None
+        or subprocess.run([*prefix, "true"], check=False).returncode != 0
+    ):
+        pytest.skip("needs unshare and a mount namespace (to mount a read-only or full disk)")
+    return prefix
+
+
+def test_a_read_only_work_folder_is_one_clear_message(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    path = write_study(synthetic_study("readonly", budget={"maxTrials": 1, "parallelism": 1}))
+    # A read-only bind mount: real EROFS, which even root cannot write through.
+    script = f'mount --bind "{workdir}" "{workdir}" && mount -o remount,bind,ro "{workdir}"'
+    run = subprocess.run(
+        [*_mount_namespace(), "sh", "-c", f'{script} && exec "$@"', "sh", *_command(path, workdir)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=DEADLINE_SECONDS,
+    )
+    assert run.returncode == 2, run.stderr
+    assert f"the work folder {workdir} cannot be used: Read-only file system" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+# Trial 1 fills the work folder's disk (a tiny tmpfs) before it trains: the tuner's
+# next write to study.db then fails with SQLITE_FULL.
+FILL_DISK_TRAINER = """
+import os, sys
+if os.environ.get("RHEOSTAT_TRIAL") == "1":
+    fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, bytes(4096))
+    except OSError:
+        pass
+from rheostat_trainer.examples.synthetic import main
+sys.exit(main(["--steps", "3"]))
+"""
+
+
+def test_a_full_disk_is_one_message_and_the_study_resumes(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    workdir, filler = tmp_path / "work", tmp_path / "work" / "filler"
+    workdir.mkdir()
+    document = synthetic_study("full", budget={"maxTrials": 3, "parallelism": 1})
+    container = document["spec"]["trialTemplate"]["spec"]["containers"][0]
+    container["command"] = ["python", "-c", FILL_DISK_TRAINER, str(filler)]
+    command = " ".join(f"'{part}'" for part in _command(write_study(document), workdir))
+    # Both runs in one namespace: the tmpfs goes with it. Output lands outside it.
+    out = tmp_path / "out"
+    script = (
+        f'mount -t tmpfs -o size=4m tmpfs "{workdir}"; '
+        f'{command} >"{out}1" 2>"{out}1.err"; echo $? >"{out}1.rc"; '
+        f'rm -f "{filler}"; '
+        f'{command} >"{out}2" 2>"{out}2.err"; echo $? >"{out}2.rc"; '
+        f'cp "{workdir}/results.json" "{tmp_path}/"'
+    )
+    subprocess.run(
+        [*_mount_namespace(), "sh", "-c", script], check=False, timeout=2 * DEADLINE_SECONDS
+    )
+    first = Path(f"{out}1.err").read_text()
+    assert Path(f"{out}1.rc").read_text().strip() == "2", first
+    assert f"the disk holding {workdir} is full (no space left)" in first
+    assert "run the same command again to resume" in first
+    assert "Traceback" not in first
+    second = Path(f"{out}2.err").read_text()
+    assert Path(f"{out}2.rc").read_text().strip() == "0", second
+    status = _results(tmp_path)["status"]
+    assert status["phase"] == "Succeeded"
+    assert status["trials"]["complete"] == 3
+
+
+# Trial 0 fails the way a real input pipeline does; the others train.
+BRACKETS_TRAINER = """
+import os, sys
+if os.environ.get("RHEOSTAT_TRIAL") == "0":
+    print("[rank0]: loading shards")
+    print("error: no shards found in [/data/shards/train-*.tfrecord]")
+    sys.exit(1)
+from rheostat_trainer.examples.synthetic import main
+sys.exit(main(["--steps", "1"]))
+"""
+
+
+def test_a_failure_reason_with_brackets_is_shown_as_written_with_progress_on(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    document = synthetic_study("brackets", budget={"maxTrials": 3, "parallelism": 1})
+    container = document["spec"]["trialTemplate"]["spec"]["containers"][0]
+    container["command"] = ["python", "-c", BRACKETS_TRAINER]
+    workdir = tmp_path / "work"
+    command = [part for part in _command(write_study(document), workdir) if part != "--no-progress"]
+    run = subprocess.run(
+        command, capture_output=True, text=True, check=False, timeout=DEADLINE_SECONDS
+    )
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    assert "[rank0]: loading shards" in run.stderr
+    assert "error: no shards found in [/data/shards/train-*.tfrecord]" in run.stderr
+    status = _results(workdir)["status"]
+    assert status["trials"]["failed"] == 1
+    assert status["trials"]["complete"] == 2
+
+
+def test_closing_the_terminal_stops_every_trial(tmp_path: Path, write_study: WriteStudy) -> None:
+    """The real thing behind SIGHUP: the run's terminal (a pty) goes away under its
+    progress bars; the kernel sends SIGHUP, and every write to the terminal fails."""
+    if shutil.which("setsid") is None:
+        pytest.skip("needs setsid (util-linux) to give the run a controlling terminal")
+    marker = "--seed=129130"
+    document = _with_children(
+        "closed", marker, ["--fault", "hang"], {"maxTrials": 2, "parallelism": 2}
+    )
+    workdir = tmp_path / "work"
+    command = [part for part in _command(write_study(document), workdir) if part != "--no-progress"]
+    master, slave = os.openpty()
+    os.set_blocking(master, False)
+    # setsid -c: a new session whose controlling terminal is the pty on stdin.
+    run = subprocess.Popen(
+        ["setsid", "-c", *command], stdin=slave, stdout=slave, stderr=slave, close_fds=True
+    )
+    os.close(slave)
+    try:
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while sum("step 0:" in p.read_text() for p in workdir.glob("trials/t*/log.txt")) < 2:
+            assert time.monotonic() < deadline, "the trials did not start"
+            with contextlib.suppress(OSError):  # keep the pty from filling up
+                while os.read(master, 65536):
+                    pass
+            time.sleep(0.1)
+        pids = _trainer_pids(marker)
+        assert len(pids) == 6
+        os.close(master)
+        master = -1
+        assert run.wait(DEADLINE_SECONDS) == 130
+        assert _wait_until_gone(marker) == []
+    finally:
+        if master >= 0:
+            os.close(master)
+        _kill_leftovers(marker, run)
+    assert [t.number for t in _counted_trials(workdir, "closed")] == [0, 1]

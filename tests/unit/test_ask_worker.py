@@ -7,13 +7,14 @@ bounds for a loaded machine, never measured durations.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,22 @@ class SlowSampler(RandomSampler):
         return {"x": 0.0, "n": 1}
 
 
+class QuickSampler(SlowSampler):
+    """A relative ask that answers after `seconds`, as a small GP fit does."""
+
+    seconds = 0.2
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        threading.Event().wait(self.seconds)
+        return {"x": 1.0, "n": 2}
+
+
+class SteadySampler(QuickSampler):
+    seconds = 1.2  # under the timeout of the test that uses it, but not twice
+
+
 class BrokenSampler(SlowSampler):
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
@@ -69,6 +86,14 @@ def _gp_factory(seed: int | None) -> BaseSampler:
 
 def slow_sampler(seed: int | None) -> BaseSampler:
     return SlowSampler(seed=seed)
+
+
+def quick_sampler(seed: int | None) -> BaseSampler:
+    return QuickSampler(seed=seed)
+
+
+def steady_sampler(seed: int | None) -> BaseSampler:
+    return SteadySampler(seed=seed)
 
 
 def broken_sampler(seed: int | None) -> BaseSampler:
@@ -178,6 +203,115 @@ def test_only_model_based_studies_are_offloaded_and_only_once() -> None:
     assert gp.sampler is wrapped
     assert tpe.sampler is own
     assert pool._pool is None  # nothing started before the first ask
+
+
+def _concurrently(worker: AskWorker, requests: list[AskRequest]) -> list[AskReply | str]:
+    """Ask each request from its own thread (as passes of several studies do), in order.
+
+    Each thread starts once the previous one has had time to reach the worker.
+    """
+
+    def ask(request: AskRequest) -> AskReply | str:
+        try:
+            return worker.ask(request)
+        except AskError as failure:
+            return failure.reason
+
+    return _in_threads([functools.partial(ask, r) for r in requests])
+
+
+def _in_threads(calls: list[Callable[[], Any]]) -> list[Any]:
+    outcomes: list[Any] = ["no answer"] * len(calls)
+
+    def run(index: int) -> None:
+        outcomes[index] = calls[index]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.3)
+    for thread in threads:
+        thread.join(timeout=GENEROUS)
+    return outcomes
+
+
+def test_one_hung_ask_costs_no_other_study_its_model() -> None:
+    """Issue 21.7: three healthy studies' asks queued behind a hung one keep their model."""
+    worker = AskWorker(timeout=3.0)
+    try:
+        assert worker.ask(_request(_study(6)[0], quick_sampler)).params  # started, warm
+        studies = [_study(6)[0] for _ in range(4)]
+        studies[0].sampler = OffloadedSampler(SlowSampler(seed=1), slow_sampler, 1, worker)
+        for study in studies[1:]:
+            study.sampler = OffloadedSampler(QuickSampler(seed=1), quick_sampler, 1, worker)
+
+        trials = _in_threads([functools.partial(s.ask, SPACE.distributions) for s in studies])
+
+        assert _fallbacks(worker, "timeout") == 1  # the hung ask's, and no other
+        assert _fallbacks(worker, "worker_lost") == _fallbacks(worker, "error") == 0
+        assert [t.params for t in trials[1:]] == [{"x": 1.0, "n": 2}] * 3  # the model's point
+    finally:
+        worker.shutdown()
+
+
+def test_an_asks_timeout_runs_from_its_start_not_from_its_submission() -> None:
+    """Two 1.2 s asks on one worker with a 2 s timeout: the second waits, then answers."""
+    worker = AskWorker(timeout=2.0, workers=1)
+    try:
+        assert worker.ask(_request(_study(6)[0], quick_sampler)).params  # started, warm
+        requests = [_request(_study(6)[0], steady_sampler) for _ in range(3)]
+        outcomes = _concurrently(worker, requests)
+        assert all(isinstance(o, AskReply) for o in outcomes), outcomes
+    finally:
+        worker.shutdown()
+
+
+def test_innocent_asks_in_a_pool_replaced_for_a_hung_one_are_resubmitted() -> None:
+    """With two workers, the healthy ask running beside a hung one is not lost with it."""
+    worker = AskWorker(timeout=3.0, workers=2)
+    try:
+        assert worker.ask(_request(_study(6)[0], quick_sampler)).params
+        hung = _request(_study(6)[0], slow_sampler)
+        long_healthy = [_request(_study(6)[0], steady_sampler) for _ in range(3)]
+        outcomes = _concurrently(worker, [hung, *long_healthy])
+        assert outcomes[0] == "timeout"
+        assert all(isinstance(o, AskReply) for o in outcomes[1:]), outcomes
+    finally:
+        worker.shutdown()
+
+
+COLD_START = """
+from rheostat.backends.kubernetes.ask_worker import AskError, AskWorker
+from tests.unit.test_ask_worker import _request, _study, quick_sampler
+
+study, _ = _study(6)
+impatient = AskWorker(timeout=600.0, startup_timeout=0.01)
+try:
+    impatient.ask(_request(study, quick_sampler))
+    print("started at once?")
+except AskError as failure:
+    print("startup", failure.reason, "start" in str(failure))
+impatient.shutdown()
+# A cold start (the forkserver imports torch: seconds) is not the ask's time.
+worker = AskWorker(timeout=1.0, startup_timeout=600.0)
+print("answered", worker.ask(_request(study, quick_sampler)).params)
+worker.shutdown()
+"""
+
+
+def test_starting_the_worker_is_bounded_apart_from_the_ask() -> None:
+    """A fresh operator process: torch's import in the forkserver has its own bound."""
+    run = subprocess.run(
+        [sys.executable, "-c", COLD_START],
+        capture_output=True,
+        text=True,
+        timeout=GENEROUS,
+        cwd=Path(__file__).resolve().parents[2],
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "startup timeout True" in run.stdout, run.stdout
+    assert "answered {'x': 1.0, 'n': 2}" in run.stdout, run.stdout
 
 
 def _request(study: optuna.Study, factory: Any, seed: int | None = 5) -> AskRequest:

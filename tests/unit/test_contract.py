@@ -11,12 +11,16 @@ import math
 
 import pytest
 
+from rheostat.backends.kubernetes.manifests import trial_job
 from rheostat.contract import (
     MAX_TERMINATION_MESSAGE_BYTES,
     ContractError,
     lr_curve,
     parse_termination_message,
+    trial_env,
 )
+from rheostat.spec import study_from_mapping
+from tests.bad_specs import objectives_study
 
 # ----- parse_termination_message ------------------------------------------------------
 
@@ -159,3 +163,29 @@ def test_message_without_a_curve_is_none(message: dict[str, object] | None) -> N
 
 def test_well_formed_curve_is_read() -> None:
     assert lr_curve(curve([0.001, 0.01], [2.0, 1.5])) == ([0.001, 0.01], [2.0, 1.5])
+
+
+# ----- trial_env: what a trial is told ------------------------------------------------
+
+
+def test_a_trial_is_told_the_studys_objectives_in_order() -> None:
+    env = trial_env("s", 3, {"lr": 0.1}, 8000, objectives=["loss", "cost"])
+    assert json.loads(env["RHEOSTAT_OBJECTIVES"]) == ["loss", "cost"]
+    assert "RHEOSTAT_OBJECTIVES" not in trial_env("s", 3, {"lr": 0.1}, 8000)
+
+
+def test_a_trial_job_carries_the_objectives_finish_must_keep() -> None:
+    document = objectives_study(("accuracy", "size"))
+    document["metadata"] |= {"namespace": "ns", "uid": "u-1"}
+    spec = study_from_mapping(document).spec
+    trial = {
+        "apiVersion": "rheostat.dev/v1alpha1",
+        "kind": "TuningTrial",
+        "metadata": {"name": "good-t0", "uid": "u-2"},
+        "spec": {"number": 0},
+    }
+    job = trial_job(document, spec, trial, {"lr": 0.1})
+    env = {
+        e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert json.loads(env["RHEOSTAT_OBJECTIVES"]) == ["accuracy", "size"]

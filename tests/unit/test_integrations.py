@@ -55,6 +55,8 @@ LOOP = textwrap.dedent(
     trial = Trial()
     for epoch in trial.epochs(int(sys.argv[1])):
         trial.report(accuracy=0.1 * (epoch + 1))
+        if sys.argv[2] == "many":  # ~110 per-class scalars besides the objective
+            trial.report(**{f"val_accuracy_class_{i:03d}": 0.1 + i / 7 for i in range(110)})
         print(f"epoch {epoch}", flush=True)
         if sys.argv[2] == "wait" and epoch == 1:
             sys.stdin.readline()  # the test sends SIGTERM, then a line
@@ -69,6 +71,7 @@ def _loop(path: Path, epochs: int, mode: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RHEOSTAT_")}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "operator"), str(REPO / "trainer_image")])
     env["RHEOSTAT_TERMINATION_MESSAGE_PATH"] = str(path)
+    env["RHEOSTAT_OBJECTIVES"] = '["accuracy"]'
     return subprocess.Popen(
         [sys.executable, "-c", LOOP, str(epochs), mode],
         env=env,
@@ -104,6 +107,17 @@ def test_trial_stops_after_the_epoch_of_the_sigterm_and_still_finishes(
     assert "epoch 2" not in out
     assert "stopped=True" in out
     assert json.loads(contract_env.read_text()) == {"metrics": {"accuracy": 0.2}, "step": 1}
+
+
+def test_a_trial_reporting_many_scalars_still_finishes_with_its_objective(
+    contract_env: Path,
+) -> None:
+    proc = _loop(contract_env, 2, "many")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    message = json.loads(contract_env.read_text())
+    assert message["metrics"]["accuracy"] == 0.2
+    assert len(contract_env.read_bytes()) <= metrics.MAX_TERMINATION_BYTES
 
 
 def test_a_crash_in_the_loop_writes_no_result(contract_env: Path) -> None:
@@ -145,6 +159,25 @@ class Regression(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
         return [optimizer], [torch.optim.lr_scheduler.StepLR(optimizer, 1)]
+
+
+class ManyScalars(Regression):
+    """Logs ~110 per-class scalars at each validation, as a classifier's per-class accuracy."""
+
+    def on_validation_epoch_end(self) -> None:
+        for i in range(110):
+            self.log(f"val_acc_class_{i:03d}", 0.1234567890123 + i / 1000)
+
+
+def _quiet_trainer(**kwargs: Any) -> pl.Trainer:
+    return pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
 
 
 def _data() -> TensorDataset:
@@ -243,6 +276,43 @@ def test_callback_reports_each_validation_epoch_and_finishes(contract_env: Path)
     assert metrics.REGISTRY.get_sample_value("rheostat_trial_step") == 2
 
 
+@pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")
+def test_callback_finishes_a_module_that_logs_many_scalars(
+    contract_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RHEOSTAT_OBJECTIVES", '["loss"]')
+    torch.manual_seed(0)
+    loader = DataLoader(_data(), batch_size=16)
+    callback = RheostatCallback()
+    trainer = _quiet_trainer(max_epochs=2, callbacks=[callback], num_sanity_val_steps=0)
+    trainer.fit(ManyScalars(), train_dataloaders=loader, val_dataloaders=loader)
+
+    message = json.loads(contract_env.read_text())
+    assert message["metrics"]["loss"] == float(trainer.callback_metrics["loss"])
+    assert len(contract_env.read_bytes()) <= metrics.MAX_TERMINATION_BYTES
+
+
+# Lightning warns that the module has a validation_step it will not run; that is the point.
+@pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")
+@pytest.mark.filterwarnings("ignore:.*validation_step.*")
+def test_callback_with_validation_off_finishes_with_the_training_metrics(
+    contract_env: Path,
+) -> None:
+    torch.manual_seed(0)
+    loader = DataLoader(_data(), batch_size=16)
+    callback = RheostatCallback()
+    trainer = _quiet_trainer(max_epochs=3, callbacks=[callback], limit_val_batches=0)
+    trainer.fit(Regression(), train_dataloaders=loader)
+
+    message = json.loads(contract_env.read_text())
+    assert message["step"] == 2
+    assert message["metrics"]["train_loss"] == pytest.approx(
+        float(trainer.callback_metrics["train_loss"])
+    )
+    # Each training epoch was reported, so the pruner sees them too.
+    assert metrics.REGISTRY.get_sample_value("rheostat_trial_step") == 2
+
+
 # ------------------------------------------------------------------ transformers
 
 
@@ -269,7 +339,7 @@ class DictData(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
         return {"x": self.x[index], "labels": self.y[index]}
 
 
-def _hf_trainer(tmp_path: Path, callback: Any) -> Any:
+def _hf_trainer(tmp_path: Path, callback: Any, compute_metrics: Any = None) -> Any:
     from transformers import Trainer, TrainingArguments
 
     args = TrainingArguments(
@@ -291,6 +361,7 @@ def _hf_trainer(tmp_path: Path, callback: Any) -> Any:
         train_dataset=DictData(),
         eval_dataset=DictData(),
         callbacks=[callback] if callback is not None else [],
+        compute_metrics=compute_metrics,
     )
 
 
@@ -311,6 +382,22 @@ def test_transformers_callback_reports_each_evaluation_and_finishes(
     assert message["metrics"]["eval_loss"] == pytest.approx(trainer.evaluate()["eval_loss"])
     with pytest.raises(ValueError, match="'epoch' or 'global_step'"):
         HFCallback(step="batch")
+
+
+def test_transformers_callback_finishes_with_many_metrics(
+    tmp_path: Path, contract_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rheostat_trainer.integrations.transformers import RheostatCallback as HFCallback
+
+    monkeypatch.setenv("RHEOSTAT_OBJECTIVES", '["eval_loss"]')
+    per_class = {f"acc_class_{i:03d}": 0.1234567890123 + i / 1000 for i in range(110)}
+    torch.manual_seed(0)
+    trainer = _hf_trainer(tmp_path, HFCallback(), compute_metrics=lambda _p: per_class)
+    trainer.train()
+
+    message = json.loads(contract_env.read_text())
+    assert message["metrics"]["eval_loss"] == pytest.approx(trainer.evaluate()["eval_loss"])
+    assert len(contract_env.read_bytes()) <= metrics.MAX_TERMINATION_BYTES
 
 
 def test_transformers_lr_range_test_uses_the_trainers_optimizer_and_loss(

@@ -35,6 +35,7 @@ CONTRACT_VARS = (
     "RHEOSTAT_LR_MIN",
     "RHEOSTAT_LR_MAX",
     "RHEOSTAT_LR_STEPS",
+    "RHEOSTAT_OBJECTIVES",
 )
 
 
@@ -179,14 +180,87 @@ def test_finish_writes_the_termination_message(
     assert len(text.encode()) <= 4096
 
 
-def test_finish_refuses_a_message_the_kubelet_would_truncate(
+# ~110 scalars, as a module logging per-class accuracy does: about 4.5 kB in full.
+PER_CLASS = {f"val_acc_class_{i:03d}": 0.1234567890123 + i / 1000 for i in range(110)}
+
+
+def _many_then_objective(objective: str = "val_loss", value: float = 0.3141592653589793) -> None:
+    """Report the per-class scalars, and the objective last (the first a cut would drop)."""
+    rt.report(5, **PER_CLASS)
+    rt.report(5, **{objective: value})
+
+
+def test_finish_fits_many_metrics_and_keeps_the_objective_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "msg"
+    monkeypatch.setenv("RHEOSTAT_TERMINATION_MESSAGE_PATH", str(path))
+    monkeypatch.setenv("RHEOSTAT_OBJECTIVES", '["val_loss"]')
+    _many_then_objective()
+    full = json.dumps({"metrics": metrics._last_metrics, "step": 5}, separators=(",", ":"))
+    assert len(full.encode()) > metrics.MAX_TERMINATION_BYTES  # the case of the issue
+
+    with caplog.at_level("WARNING", logger="rheostat_trainer.metrics"):
+        rt.finish()
+
+    text = path.read_text()
+    assert len(text.encode()) <= metrics.MAX_TERMINATION_BYTES
+    message = json.loads(text)
+    assert message["step"] == 5
+    assert message["metrics"]["val_loss"] == 0.3141592653589793  # never rounded
+    others = {k: v for k, v in message["metrics"].items() if k != "val_loss"}
+    assert others, "what fits of the rest is kept"
+    for name, value in others.items():
+        assert value == pytest.approx(PER_CLASS[name], rel=1e-3)
+    assert "termination message" in caplog.text
+
+
+def test_finish_keeps_every_objective_of_several(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "msg"
+    monkeypatch.setenv("RHEOSTAT_TERMINATION_MESSAGE_PATH", str(path))
+    monkeypatch.setenv("RHEOSTAT_OBJECTIVES", '["val_loss", "val_acc_class_000"]')
+    names = {f"a_much_longer_metric_name_for_class_number_{i:03d}": 0.5 for i in range(110)}
+    rt.report(1, **PER_CLASS, **names)
+    rt.report(1, val_loss=2.5)
+    rt.finish()
+    message = json.loads(path.read_text())
+    assert message["metrics"]["val_loss"] == 2.5
+    assert message["metrics"]["val_acc_class_000"] == PER_CLASS["val_acc_class_000"]
+    assert len(path.read_bytes()) <= metrics.MAX_TERMINATION_BYTES
+
+
+def test_finish_with_explicit_metrics_fits_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With no objective known (a run by hand, an older tuner), as many as fit, in order."""
+    monkeypatch.setenv("RHEOSTAT_TERMINATION_MESSAGE_PATH", str(tmp_path / "msg"))
+    many = {f"metric_with_a_long_name_{i}": 0.123456789 for i in range(200)}
+    with caplog.at_level("WARNING", logger="rheostat_trainer.metrics"):
+        rt.finish(**many)
+    message = json.loads((tmp_path / "msg").read_text())
+    assert len((tmp_path / "msg").read_bytes()) <= metrics.MAX_TERMINATION_BYTES
+    assert list(message["metrics"]) == list(many)[: len(message["metrics"])]
+    assert "dropped" in caplog.text
+
+
+def test_objectives_that_cannot_fit_are_an_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RHEOSTAT_TERMINATION_MESSAGE_PATH", str(tmp_path / "msg"))
-    many = {f"metric_with_a_long_name_{i}": 0.123456789 for i in range(200)}
+    name = "x" * 5000
+    monkeypatch.setenv("RHEOSTAT_OBJECTIVES", json.dumps([name]))
     with pytest.raises(ValueError, match="4096"):
-        rt.finish(**many)
+        rt.finish(**{name: 1.0})
     assert not (tmp_path / "msg").exists()
+
+
+def test_a_malformed_objectives_variable_is_no_objective(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RHEOSTAT_OBJECTIVES", "loss")
+    assert _env.objectives() == ()
+    monkeypatch.setenv("RHEOSTAT_OBJECTIVES", '["loss", "cost"]')
+    assert _env.objectives() == ("loss", "cost")
 
 
 def test_finish_without_a_path_writes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any, Literal
 
-__all__ = ["EnvError", "mode", "params", "study_name", "trial_number"]
+__all__ = ["EnvError", "mode", "objectives", "params", "study_name", "trial_number"]
 
 Mode = Literal["trial", "lr-range-test"]
 _MODES: tuple[Mode, ...] = ("trial", "lr-range-test")
@@ -89,6 +89,22 @@ def trial_number() -> int:
 def study_name() -> str:
     """The study name from ``RHEOSTAT_STUDY``; empty when unset."""
     return os.environ.get("RHEOSTAT_STUDY", "")
+
+
+def objectives() -> tuple[str, ...]:
+    """The study's objective metric names from ``RHEOSTAT_OBJECTIVES`` (a JSON list).
+
+    Empty when unset (a run by hand, an older tuner) or malformed: the names only
+    tell :func:`~rheostat_trainer.finish` what it must never drop, so a bad value
+    must not fail a trial that trained well.
+    """
+    try:
+        names = json.loads(os.environ.get("RHEOSTAT_OBJECTIVES", "[]"))
+    except ValueError:
+        return ()
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return ()
+    return tuple(names)
 
 
 def termination_path() -> str | None:

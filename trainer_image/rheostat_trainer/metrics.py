@@ -17,19 +17,21 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from rheostat_trainer._env import termination_path
+from rheostat_trainer._env import objectives, termination_path
 
-__all__ = ["MAX_TERMINATION_BYTES", "REGISTRY", "encode_float", "finish", "report"]
+__all__ = ["MAX_TERMINATION_BYTES", "REGISTRY", "encode_float", "finish", "fit_result", "report"]
 
 log = logging.getLogger(__name__)
 
 #: The kubelet truncates termination messages beyond this.
 MAX_TERMINATION_BYTES = 4096
+#: Significant digits kept of the metrics that are no objective, when all do not fit.
+ROUNDED_DIGITS = 4
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 _METRIC = Gauge(
@@ -95,6 +97,21 @@ def encode_float(value: float) -> float | str:
     return value
 
 
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def _size(payload: Mapping[str, Any]) -> int:
+    return len(_json(payload).encode())
+
+
+def _refuse(size: int) -> ValueError:
+    return ValueError(
+        f"termination message is {size} bytes, more than {MAX_TERMINATION_BYTES}: "
+        "report fewer metrics in finish()"
+    )
+
+
 def write_termination_message(payload: Mapping[str, Any]) -> str | None:
     """Serialise ``payload`` compactly and write it where the tuner reads it.
 
@@ -102,13 +119,10 @@ def write_termination_message(payload: Mapping[str, Any]) -> str | None:
     by hand). Raises ``ValueError`` if the message exceeds 4096 bytes, since the
     kubelet would silently truncate it into invalid JSON.
     """
-    text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
+    text = _json(payload)
     size = len(text.encode())
     if size > MAX_TERMINATION_BYTES:
-        raise ValueError(
-            f"termination message is {size} bytes, more than {MAX_TERMINATION_BYTES}: "
-            "report fewer metrics in finish()"
-        )
+        raise _refuse(size)
     path = termination_path()
     if path is None:
         log.info("rheostat: no termination-message path; result not written: %s", text)
@@ -116,6 +130,53 @@ def write_termination_message(payload: Mapping[str, Any]) -> str | None:
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(text)
     return path
+
+
+def _rounded(value: float) -> float:
+    return float(f"{value:.{ROUNDED_DIGITS}g}") if math.isfinite(value) else value
+
+
+def fit_result(final: Mapping[str, float], step: int, keep: Sequence[str]) -> dict[str, Any]:
+    """The result message for ``final`` within 4096 bytes, with a warning if it had to cut.
+
+    Everything, exactly, when it fits. Otherwise the metrics named in ``keep`` (the
+    study's objectives) stay exact, and the others are rounded to ROUNDED_DIGITS
+    significant digits and kept, in their order, while they fit: a trial that
+    trained well must not be lost for a per-class metric it logged in passing.
+    Raises ``ValueError`` only when the kept metrics alone do not fit.
+    """
+    payload = {"metrics": {k: encode_float(v) for k, v in final.items()}, "step": step}
+    full = _size(payload)
+    if full <= MAX_TERMINATION_BYTES:
+        return payload
+    exact = {k: encode_float(v) for k, v in final.items() if k in keep}
+    room = MAX_TERMINATION_BYTES - _size({"metrics": exact, "step": step})
+    if room < 0:
+        raise _refuse(MAX_TERMINATION_BYTES - room)
+    chosen = dict(exact)
+    dropped = []
+    for name, value in final.items():
+        if name in exact:
+            continue
+        short = encode_float(_rounded(value))
+        cost = _size({name: short})  # its two braces pay for the ':' and the ','
+        if cost <= room:
+            chosen[name] = short
+            room -= cost
+        else:
+            dropped.append(name)
+    log.warning(
+        "rheostat: the termination message would be %d bytes, more than %d: kept %s "
+        "exactly, rounded the other metrics to %d significant digits and dropped %d%s; "
+        "pass finish() only the metrics the study needs",
+        full,
+        MAX_TERMINATION_BYTES,
+        f"the objectives {sorted(exact)}" if exact else "no objective (none named)",
+        ROUNDED_DIGITS,
+        len(dropped),
+        f" ({', '.join(dropped[:3])}{', ...' if len(dropped) > 3 else ''})" if dropped else "",
+    )
+    return {"metrics": {k: chosen[k] for k in final if k in chosen}, "step": step}
 
 
 def finish(**metrics: float) -> None:
@@ -127,6 +188,10 @@ def finish(**metrics: float) -> None:
     keywords, the last reported values are used. ``step`` is the step of the last
     :func:`report` (0 if there was none). The gauges are updated too, so a
     scrape after the end agrees with the message.
+
+    The message holds at most 4096 bytes (the kubelet's limit). Beyond that the
+    study's objectives (``RHEOSTAT_OBJECTIVES``) are kept exactly and the other
+    metrics rounded or dropped, with a warning (:func:`fit_result`).
     """
     with _lock:
         final = dict(_last_metrics) if not metrics else {k: float(v) for k, v in metrics.items()}
@@ -134,8 +199,7 @@ def finish(**metrics: float) -> None:
             _METRIC.labels(metric=name).set(value)
             _last_metrics[name] = value
         step = _last_step if _last_step is not None else 0
-    payload = {"metrics": {k: encode_float(v) for k, v in final.items()}, "step": step}
-    write_termination_message(payload)
+    write_termination_message(fit_result(final, step, objectives()))
 
 
 def _reset_for_tests() -> None:

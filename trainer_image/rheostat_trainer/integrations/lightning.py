@@ -8,7 +8,8 @@
         trainer = L.Trainer(max_epochs=20, callbacks=[RheostatCallback()])
         trainer.fit(module, datamodule=datamodule)
 
-:class:`RheostatCallback` reports every validation epoch's logged metrics, asks
+:class:`RheostatCallback` reports every validation epoch's logged metrics (every
+training epoch's while no validation has run, e.g. with ``limit_val_batches=0``), asks
 Lightning to stop (``trainer.should_stop``, as Lightning's own early stopping
 does) once the tuner prunes the trial, and writes the final result when fitting
 ends. :func:`lr_range_test` drives the module's own ``training_step`` and first
@@ -66,6 +67,8 @@ class RheostatCallback(pl.Callback):
         super().__init__()
         self.metrics = tuple(metrics) if metrics is not None else None
         self.finished = False
+        self.reported = False  # anything reported during this fit
+        self.validated = False  # a validation epoch reported: training epochs no longer do
         # Installed now, before Trainer.fit: Lightning then chains our handler into its own.
         should_stop()
 
@@ -88,13 +91,35 @@ class RheostatCallback(pl.Callback):
         """Report this epoch's metrics (all epoch-level values are aggregated by now)."""
         if trainer.sanity_checking:
             return
+        self.validated = self._report(trainer) or self.validated
+        self._stop_if_asked(trainer)
+
+    def _report(self, trainer: pl.Trainer) -> bool:
+        """Report the logged scalars as step ``current_epoch``; False if there were none."""
         values = _scalars(trainer.callback_metrics, self.metrics)
         if values:
             report(trainer.current_epoch, **values)
-        self._stop_if_asked(trainer)
+            self.reported = True
+        return bool(values)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Until a validation epoch has reported, report the training epoch's metrics.
+
+        With validation off (``limit_val_batches=0``) this is all the tuner gets; once
+        validation has reported, only validation epochs are reported.
+        """
+        if not self.validated:
+            self._report(trainer)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """The last reported metrics become the trial's result."""
+        """The last reported metrics become the trial's result.
+
+        If nothing was reported (fit stopped before any epoch ended), the metrics
+        logged so far (``trainer.callback_metrics``) are reported first, so the
+        result never comes out empty while Lightning holds values.
+        """
+        if not self.reported:
+            self._report(trainer)
         self._finish()
 
     def on_exception(

@@ -12,7 +12,13 @@ which later asks read to see the running trials' points).
 An ask is bounded: a worker that does not answer within the timeout, dies or raises
 costs that one ask its model. It falls back to the sampler's independent (random)
 sampling with a warning and a metric, the pool is replaced, and no study waits on it
-again. A seeded study stays reproducible: the worker's sampler is seeded from the
+again. The timeout counts an ask's own run only: at most one ask per worker is in
+the pool, the others wait for a free worker outside it, and an ask that was running
+beside a hung one when its pool was killed is submitted again. So a hang costs the
+asks queued behind it time, never their model. Starting the workers (the first start
+imports torch in the forkserver) has its own bound, `RHEOSTAT_ASK_STARTUP_TIMEOUT`.
+
+A seeded study stays reproducible: the worker's sampler is seeded from the
 study's seed and the trial's number, so the same trials always give the same point,
 across operator restarts too. Only the Kubernetes backend offloads; `rheostat run`
 asks in its own process, where nothing else waits.
@@ -34,7 +40,7 @@ import select
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -56,7 +62,12 @@ LOGGER = logging.getLogger(__name__)
 # CMA-ES, QMC, random and grid ask in milliseconds, less than shipping the trials.
 OFFLOADED = frozenset({"bayesian"})
 ASK_TIMEOUT_SECONDS = float(os.environ.get("RHEOSTAT_ASK_TIMEOUT", "60"))
+# Starting the workers: the first start imports torch in the forkserver (seconds,
+# more on a loaded node), which is no ask's time and has its own bound.
+STARTUP_TIMEOUT_SECONDS = float(os.environ.get("RHEOSTAT_ASK_STARTUP_TIMEOUT", "300"))
 ASK_WORKERS = int(os.environ.get("RHEOSTAT_ASK_WORKERS", "1"))
+# How often an ask innocent of a hang is submitted again after its pool was replaced.
+RESUBMITS = 2
 TASKS_PER_POOL = int(os.environ.get("RHEOSTAT_ASK_TASKS_PER_POOL", "25"))
 # Below the operator's own priority: its passes come first when CPUs are short.
 WORKER_NICENESS = 5
@@ -155,10 +166,47 @@ class AskMetrics:
         )
 
 
+class _Pool:
+    """One generation of worker processes, and whether it has started.
+
+    Starting is slow the first time (the forkserver imports torch, and the thread
+    that spawns the first worker blocks until it has), so it runs in a thread of its
+    own, bounded by the startup timeout instead of any ask's.
+    """
+
+    def __init__(self, executor: ProcessPoolExecutor, startup_timeout: float) -> None:
+        self.executor = executor
+        self.deadline = time.monotonic() + startup_timeout
+        self.started = threading.Event()
+        self.failure: BaseException | None = None
+        self.submitted = 0
+        # Set when this pool is killed for one hung ask: the others in it are innocent.
+        self.killed_for_a_hang = False
+        threading.Thread(target=self._start, name="ask-worker-start", daemon=True).start()
+
+    def _start(self) -> None:
+        try:
+            self.executor.submit(os.getpid).result()
+        except BaseException as error:  # handed to every ask that waits for the start
+            self.failure = error
+        self.started.set()
+
+    def wait_started(self) -> None:
+        """Return once the workers run, or AskError when they did not start in time."""
+        if not self.started.wait(max(0.0, self.deadline - time.monotonic())):
+            raise AskError("timeout", "the ask worker did not start in time (importing torch)")
+        if self.failure is not None:
+            raise AskError("worker_lost", f"the ask worker did not start: {self.failure!r}")
+
+
 class AskWorker:
     """A small process pool for asks, replaced when it hangs, dies or has aged.
 
     Thread-safe: any pass thread may ask. Nothing starts until the first ask.
+    At most `workers` asks are in the pool at once; the others wait here for a
+    free worker, so an ask's timeout counts only its own run: a queue behind a hung
+    ask costs the queued asks time, never their model. Starting the workers has
+    its own bound (`startup_timeout`): the first start imports torch.
     """
 
     def __init__(
@@ -167,31 +215,51 @@ class AskWorker:
         *,
         workers: int = ASK_WORKERS,
         timeout: float = ASK_TIMEOUT_SECONDS,
+        startup_timeout: float = STARTUP_TIMEOUT_SECONDS,
         tasks_per_pool: int = TASKS_PER_POOL,
     ) -> None:
         self.workers = max(1, workers)
         self.timeout = timeout
+        self.startup_timeout = startup_timeout
         self.tasks_per_pool = max(1, tasks_per_pool)
         self.metrics = AskMetrics(registry or CollectorRegistry())
         self._lock = threading.Lock()
-        self._pool: ProcessPoolExecutor | None = None
-        self._submitted = 0
+        self._free_workers = threading.Semaphore(self.workers)
+        self._pool: _Pool | None = None
+        self._closed = False
 
     def ask(self, request: AskRequest) -> AskReply:
-        """The worker's answer within the timeout, or AskError (the pool is replaced)."""
-        future, pool = self._submit(request)
-        try:
-            reply = future.result(timeout=self.timeout)
-        except FutureTimeout:
-            self._replace(pool)  # the worker may be stuck for good: never queue behind it
-            raise AskError("timeout", f"no answer within {self.timeout:g} s") from None
-        except BrokenProcessPool as error:
-            self._replace(pool)
-            raise AskError("worker_lost", str(error) or "the worker process died") from None
-        except Exception as error:  # the sampler raised in the worker
-            raise AskError("error", f"{type(error).__name__}: {error}") from None
-        self.metrics.seconds.observe(reply.seconds)
-        return reply
+        """The worker's answer within the timeout, or AskError (the pool is replaced).
+
+        The timeout starts when a worker is free and takes the ask. An ask that was
+        in a pool killed for another ask's hang is submitted again to the new pool.
+        """
+        with self._free_workers:
+            for _ in range(RESUBMITS + 1):
+                pool = self._started_pool()
+                try:
+                    future = pool.executor.submit(remote_ask, request)
+                except RuntimeError as error:  # broke, aged or replaced since: not this ask
+                    if isinstance(error, BrokenProcessPool):
+                        self._replace(pool)
+                    continue
+                try:
+                    reply = future.result(timeout=self.timeout)
+                except FutureTimeout:
+                    pool.killed_for_a_hang = True
+                    self._replace(pool)  # the worker may be stuck for good
+                    raise AskError("timeout", f"no answer within {self.timeout:g} s") from None
+                except (BrokenProcessPool, CancelledError) as error:
+                    if pool.killed_for_a_hang:
+                        continue  # killed for another ask's hang: ask again in the new pool
+                    self._replace(pool)
+                    detail = str(error) or "the worker process died"
+                    raise AskError("worker_lost", detail) from None
+                except Exception as error:  # the sampler raised in the worker
+                    raise AskError("error", f"{type(error).__name__}: {error}") from None
+                self.metrics.seconds.observe(reply.seconds)
+                return reply
+        raise AskError("worker_lost", f"its pool went away {RESUBMITS + 1} times")
 
     def offload(self, study: optuna.Study, algorithm: AlgorithmSpec, space: SearchSpace) -> None:
         """Route the study's model-based asks through this pool (idempotent).
@@ -205,49 +273,41 @@ class AskWorker:
         study.sampler = OffloadedSampler(study.sampler, factory, algorithm.seed, self)
 
     def shutdown(self) -> None:
-        """Stop the workers now (operator exit): an ask in flight falls back."""
+        """Stop the workers now (operator exit): an ask in flight or waiting falls back."""
         with self._lock:
-            pool, self._pool = self._pool, None
+            pool, self._pool, self._closed = self._pool, None, True
         if pool is not None:
-            _terminate(pool)
+            _terminate(pool.executor)
 
-    def _submit(self, request: AskRequest) -> tuple[Future[AskReply], ProcessPoolExecutor]:
-        for attempt in range(2):
-            pool = self._current_pool()
-            try:
-                return pool.submit(remote_ask, request), pool
-            except BrokenProcessPool:  # died between asks: not this ask's fault
-                self._replace(pool)
-                if attempt:
-                    raise AskError("worker_lost", "the pool broke twice on submit") from None
-            except RuntimeError as error:  # shut down meanwhile (operator exit)
-                raise AskError("error", str(error)) from None
-        raise AssertionError("unreachable")
-
-    def _current_pool(self) -> ProcessPoolExecutor:
+    def _started_pool(self) -> _Pool:
+        """The current pool (a new one if none, or it has aged), once it has started."""
         with self._lock:
-            if self._pool is not None and self._submitted >= self.tasks_per_pool:
-                # Age out: queued asks still finish there, the workers then exit.
-                self._pool.shutdown(wait=False)
+            if self._closed:
+                raise AskError("error", "the ask worker is shut down")
+            if self._pool is not None and self._pool.submitted >= self.tasks_per_pool:
+                # Age out: asks in flight still finish there, the workers then exit.
+                self._pool.executor.shutdown(wait=False)
                 self._pool = None
             if self._pool is None:
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload(_PRELOAD)
-                self._pool = ProcessPoolExecutor(
+                executor = ProcessPoolExecutor(
                     self.workers,
                     mp_context=context,
                     initializer=_init_worker,
                     initargs=(os.getpid(),),
                 )
-                self._submitted = 0
-            self._submitted += 1
-            return self._pool
+                self._pool = _Pool(executor, self.startup_timeout)
+            pool = self._pool
+            pool.submitted += 1
+        pool.wait_started()
+        return pool
 
-    def _replace(self, pool: ProcessPoolExecutor) -> None:
+    def _replace(self, pool: _Pool) -> None:
         with self._lock:
             if self._pool is pool:
                 self._pool = None
-        _terminate(pool)
+        _terminate(pool.executor)
 
 
 def _terminate(pool: ProcessPoolExecutor) -> None:

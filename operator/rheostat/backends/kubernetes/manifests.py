@@ -188,7 +188,8 @@ def trial_job(
     """The batch/v1 Job that runs one trial, owned by its TuningTrial."""
     name = study["metadata"]["name"]
     number = int(trial["spec"]["number"])
-    env = trial_env(name, number, params, spec.metrics.port)
+    goals = [goal.metric for goal in spec.goals]
+    env = trial_env(name, number, params, spec.metrics.port, objectives=goals)
     job_labels = labels(name, ROLE_TRIAL, number)
     template = _pod_template(study, spec, env, job_labels)
     timeout = spec.budget.trial_timeout

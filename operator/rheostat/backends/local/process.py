@@ -2,7 +2,10 @@
 
 The process gets the same env contract a pod would, its own termination-message
 file and a free port on 127.0.0.1 for its metrics. It runs in its own process group
-so that stopping it (pruning, timeout, Ctrl-C) also stops anything it spawned.
+so that stopping it (pruning, timeout, Ctrl-C) also stops anything it spawned, and
+once its main process has exited, whatever it left in that group is killed, as a
+pod's container would be. A :class:`GroupGuard` kills the group should the tuner
+die first.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from rheostat.backends.local.guard import GroupGuard
 from rheostat.contract import MAX_TERMINATION_MESSAGE_BYTES, parse_termination_message
 from rheostat.spec import Container
 
@@ -27,6 +31,9 @@ from rheostat.spec import Container
 # locally nothing needs to drain, so be brisk).
 GRACE_SECONDS = 5.0
 
+
+# How much of a failed trial's log is read, from its end, to say why it failed.
+TAIL_BYTES = 64 * 1024
 
 # How often a port allocator asks the kernel again when it repeats a port still held.
 PORT_ATTEMPTS = 100
@@ -141,6 +148,7 @@ class TrialProcess:
     port: int
     log: IO[bytes]
     ports: PortAllocator
+    guard: GroupGuard | None = None
     started_at: float = field(default_factory=time.monotonic)
     stop_sent_at: float | None = None
     _closed: bool = field(default=False, repr=False)
@@ -165,6 +173,8 @@ class TrialProcess:
         env: dict[str, str],
         directory: Path,
         ports: PortAllocator,
+        *,
+        guard: GroupGuard | None = None,
     ) -> TrialProcess:
         """Spawn the container's command with the contract env layered over ours.
 
@@ -211,8 +221,16 @@ class TrialProcess:
                     f"could not start the trainer's command {argv[0]!r}: {error.strerror or error}"
                 ) from error
             raise
+        if guard is not None:
+            guard.watch(process.pid)
         return cls(
-            number=number, process=process, directory=directory, port=port, log=log, ports=ports
+            number=number,
+            process=process,
+            directory=directory,
+            port=port,
+            log=log,
+            ports=ports,
+            guard=guard,
         )
 
     def poll(self) -> int | None:
@@ -253,9 +271,18 @@ class TrialProcess:
         return True
 
     def _close(self) -> None:
-        """Once the process has exited: close its log and give its port back (once)."""
+        """Once the process has exited: kill what it left in its group, close its log
+        and give its port back (once).
+
+        The group outlives its leader while any member lives, and its id cannot be
+        handed to a new process meanwhile, so the SIGKILL reaches only the trial's
+        own leftovers (a data loader, a ``sleep`` in a script); none is an ESRCH.
+        """
         if not self._closed:
             self._closed = True
+            self._signal(signal.SIGKILL)
+            if self.guard is not None:
+                self.guard.forget(self.process.pid)
             self.log.close()
             self.ports.release(self.port)
 
@@ -265,11 +292,26 @@ class TrialProcess:
 
     def tail(self, lines: int = 5) -> str:
         """The end of the trial's log, to say why it failed."""
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-        return "\n".join(text.strip().splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
+
+
+def log_tail(path: Path, lines: int, max_bytes: int = TAIL_BYTES) -> str:
+    """The last `lines` lines of a log, reading at most its last `max_bytes`.
+
+    A failed trial's reason and a failed LR range test's error come from here. A
+    trainer's log may hold gigabytes (a 595 MB one took the tuner to 2.3 GB when it
+    was read whole), and only its end says why it failed; a first line cut by the
+    seek is kept as the end of that line.
+    """
+    try:
+        with path.open("rb") as file:
+            size = file.seek(0, os.SEEK_END)
+            file.seek(max(0, size - max_bytes))
+            raw = file.read(max_bytes)
+    except FileNotFoundError:
+        return ""
+    text = raw.decode("utf-8", errors="replace")
+    return "\n".join(text.strip().splitlines()[-lines:])
 
 
 def stop_all(processes: Sequence[TrialProcess]) -> None:

@@ -2,14 +2,19 @@
 
 Each finished trial also gets one line above the bars (state, value, parameters),
 the way Optuna and Ray Tune users are used to reading a study as it runs.
+Rich reads brackets as markup: whatever comes from a trainer (a failed trial's log
+lines, the LR range test's error) or from the user's parameter values is escaped,
+so that ``[/data/train-*]`` cannot end the run and ``[rank0]:`` is not swallowed.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -29,7 +34,8 @@ def format_params(params: Mapping[str, object]) -> str:
 
 
 def describe(trial: TrialView, metric: str, metrics: Sequence[str] = ()) -> str:
-    """One line for a finished trial; `metrics` names each value of several objectives."""
+    """One line of rich markup for a finished trial; `metrics` names each value of
+    several objectives. Only the state's colour is markup: the rest is escaped."""
     colour = {"complete": "green", "pruned": "yellow", "failed": "red"}.get(trial.state, "white")
     value = f" {metric}={trial.value:.5g}" if trial.value is not None else ""
     if trial.values is not None and metrics:
@@ -37,8 +43,8 @@ def describe(trial: TrialView, metric: str, metrics: Sequence[str] = ()) -> str:
     duration = f" in {trial.duration:.1f}s" if trial.duration is not None else ""
     reason = f" — {trial.reason}" if trial.reason and trial.state != "complete" else ""
     return (
-        f"trial {trial.number:>3} [{colour}]{trial.state:<8}[/]{value}{duration}"
-        f"  [dim]{format_params(trial.params)}[/]{reason}"
+        f"trial {trial.number:>3} [{colour}]{trial.state:<8}[/]{escape(value)}{duration}"
+        f"  [dim]{escape(format_params(trial.params))}[/]{escape(reason)}"
     )
 
 
@@ -78,7 +84,9 @@ class ProgressDisplay:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.progress.stop()
+        # A closed terminal (SIGHUP) fails every write with EIO: nothing left to show.
+        with contextlib.suppress(OSError):
+            self.progress.stop()
 
     def lr_test_started(self, steps: int) -> None:
         self._lr = self.progress.add_task("LR range test", total=steps, detail="")
@@ -101,7 +109,8 @@ class ProgressDisplay:
                 f"({status['policy']}){extra}"
             )
         elif self.engine.lr_error:
-            self._print(f"[yellow]LR range test gave no suggestion: {self.engine.lr_error}[/]")
+            error = escape(self.engine.lr_error)
+            self._print(f"[yellow]LR range test gave no suggestion: {error}[/]")
 
     def refresh(self) -> None:
         if self.engine.phase == "LrRangeTest":
@@ -121,7 +130,7 @@ class ProgressDisplay:
         best = self.engine.best()
         detail = f"running {counts.running}"
         if best is not None and best.value is not None:
-            detail += f" · best {spec.primary.metric}={best.value:.5g} (#{best.number})"
+            detail += f" · best {escape(spec.primary.metric)}={best.value:.5g} (#{best.number})"
         elif spec.multi_objective and (front := self.engine.front()):
             detail += f" · Pareto front of {len(front)}"
         self.progress.update(
@@ -129,5 +138,7 @@ class ProgressDisplay:
         )
 
     def _print(self, text: str) -> None:
+        """Print rich markup above the bars; anything untrusted in it must be escaped."""
         if self.enabled:
-            self.progress.console.print(text)
+            with contextlib.suppress(OSError):  # the terminal is gone (SIGHUP)
+                self.progress.console.print(text)

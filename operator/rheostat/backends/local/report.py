@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rheostat import ledger, objectives
@@ -157,20 +158,27 @@ def _rows(results: StudyResults) -> list[TrialView]:
 
 
 def print_summary(results: StudyResults, console: Console) -> None:
-    """The results table, the best parameters and the LR range test's verdict."""
+    """The results table, the best parameters and the LR range test's verdict.
+
+    Rich reads its strings as markup: names, parameter values and anything a trainer
+    wrote (the LR range test's error, a failure reason) are escaped, so that
+    ``[/data/...]`` prints as itself instead of raising MarkupError.
+    """
     metric = results.spec.primary.metric
     metrics = [g.metric for g in results.spec.goals]
     best = results.best()
     front = results.front()
     highlighted = {t.number for t in front} | ({best.number} if best is not None else set())
     rows = _rows(results)
-    title = f"{results.name}: {results.spec.algorithm.name}"
+    title = f"{escape(results.name)}: {results.spec.algorithm.name}"
     if len(rows) < len(results.trials):
         kept = "Pareto front" if front else "best"
         title += f" ({kept}: {len(rows)} of {len(results.trials)})"
     table = Table(title=title)
     for column in ("#", "state", *metrics, "parameters", "seconds"):
-        table.add_column(column, justify="left" if column in {"state", "parameters"} else "right")
+        table.add_column(
+            escape(column), justify="left" if column in {"state", "parameters"} else "right"
+        )
     for trial in rows:
         style = "bold green" if trial.number in highlighted else None
         shown = trial.values if trial.values is not None else (trial.value,)
@@ -179,7 +187,7 @@ def print_summary(results: StudyResults, console: Console) -> None:
             str(trial.number),
             trial.state,
             *(cells + [""] * (len(metrics) - len(cells))),
-            format_params(trial.params),
+            escape(format_params(trial.params)),
             "" if trial.duration is None else f"{trial.duration:.1f}",
             style=style,
         )
@@ -188,13 +196,13 @@ def print_summary(results: StudyResults, console: Console) -> None:
     reason = results.failure_reason
     console.print(
         f"{results.phase}: {counts['complete']} complete, {counts['pruned']} pruned, "
-        f"{counts['failed']} failed" + (f" — {reason}" if reason else "")
+        f"{counts['failed']} failed" + (f" — {escape(reason)}" if reason else "")
     )
     status = results.status
     if "lrRangeTest" in status:
         lr = status["lrRangeTest"]
         if "error" in lr:
-            console.print(f"LR range test: no suggestion ({lr['error']})")
+            console.print(f"LR range test: no suggestion ({escape(str(lr['error']))})")
         else:
             narrowed = lr.get("narrowedTo")
             where = f", searched {narrowed[0]:.3g} … {narrowed[1]:.3g}" if narrowed else ""
@@ -202,12 +210,11 @@ def print_summary(results: StudyResults, console: Console) -> None:
                 f"LR range test: {lr['rule']} suggestion lr={lr['suggestedLr']:.3g}{where}"
             )
     if best is not None and best.value is not None:
-        console.print(f"Best trial #{best.number}: {metric}={best.value:.5g}")
-        console.print(f"Best parameters: {format_params(best.params)}")
+        console.print(f"Best trial #{best.number}: {escape(metric)}={best.value:.5g}")
+        console.print(f"Best parameters: {escape(format_params(best.params))}")
     if front:
         console.print(f"Pareto front: {len(front)} trials (in green)")
         for trial in objectives.thin(front, TABLE_ROWS):
             values = objectives.named_values(trial, results.spec.goals)
-            console.print(
-                f"  #{trial.number}: {format_params(values)} — {format_params(trial.params)}"
-            )
+            line = f"  #{trial.number}: {format_params(values)} — {format_params(trial.params)}"
+            console.print(escape(line))

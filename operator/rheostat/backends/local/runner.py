@@ -21,6 +21,7 @@ from types import FrameType, TracebackType
 import optuna
 
 from rheostat import objectives
+from rheostat.backends.local.guard import GroupGuard
 from rheostat.backends.local.lock import WorkdirBusyError, WorkdirLock
 from rheostat.backends.local.process import (
     PortAllocator,
@@ -32,6 +33,7 @@ from rheostat.backends.local.process import (
 )
 from rheostat.backends.local.progress import ProgressDisplay
 from rheostat.backends.local.seeds import SeedError, load_seeds, report_skipped
+from rheostat.backends.local.storage import StudyFileError, is_disk_full, open_storage
 from rheostat.contract import (
     LR_RANGE_TEST_NUMBER,
     MODE_LR_RANGE_TEST,
@@ -58,9 +60,40 @@ from rheostat.warm_start import needs_seeds
 
 POLL_SECONDS = 0.1
 
+# Each stops every trial and leaves the study resumable (exit 130).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
 
 class LocalRunError(Exception):
     """A study that cannot run locally; the message says what to do."""
+
+
+class WorkdirError(LocalRunError):
+    """The work folder cannot hold the study: a file, read-only, or its disk is full.
+
+    Raised before anything ran, or once every trial has been stopped: what the study
+    stored so far stays in study.db, and the same command resumes it.
+    """
+
+
+def workdir_error(workdir: Path, error: BaseException) -> WorkdirError:
+    """The message for a work folder that failed with `error` (an OSError, or
+    Optuna's StorageInternalError from its SQLite file)."""
+    if is_disk_full(error):
+        return WorkdirError(
+            f"the disk holding {workdir} is full (no space left); what the study finished "
+            "is kept in study.db. Free some space and run the same command again to resume."
+        )
+    if workdir.exists() and not workdir.is_dir():
+        why = "it is a file, not a folder"
+    elif isinstance(error, OSError):
+        why = error.strerror or str(error)
+        if error.filename and Path(error.filename) != workdir:
+            why += f" ({error.filename})"
+    else:
+        cause = error.__cause__ or error
+        why = f"its study database failed: {getattr(cause, 'orig', None) or cause}"
+    return WorkdirError(f"the work folder {workdir} cannot be used: {why}")
 
 
 @dataclass(frozen=True)
@@ -106,7 +139,12 @@ def open_study(study: TuningStudy, workdir: Path, *, fresh: bool = False) -> opt
         database.unlink(missing_ok=True)
         shutil.rmtree(workdir / "trials", ignore_errors=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{database}")
+    try:
+        storage = open_storage(database)
+    except StudyFileError as error:
+        raise LocalRunError(
+            f"{database} {error}; use --fresh to start over, or another --workdir."
+        ) from None
     name = study.metadata.name
     if others := [n for n in optuna.get_all_study_names(storage) if n != name]:
         # The fingerprint is kept per study name: a renamed study would find none and
@@ -157,6 +195,8 @@ class LocalRunner:
             self.lock.acquire()
         except WorkdirBusyError as error:
             raise LocalRunError(str(error)) from None
+        except OSError as error:
+            raise workdir_error(self.workdir, error) from None
         try:
             optuna_study = open_study(study, self.workdir, fresh=options.fresh)
             # Seeds are read until all are told; a resumed study keeps them in SQLite.
@@ -166,15 +206,20 @@ class LocalRunner:
         except SeedError as error:
             self.lock.release()
             raise LocalRunError(str(error)) from None
+        except (OSError, optuna.exceptions.StorageInternalError) as error:
+            self.lock.release()
+            raise workdir_error(self.workdir, error) from None
         except BaseException:
             self.lock.release()
             raise
         self.container = study.spec.trial_template.spec.containers[0]
         self.ports = PortAllocator()
+        self.guard: GroupGuard | None = None
         self.processes: dict[int, TrialProcess] = {}
         self.stopping: list[TrialProcess] = []
         self.display = ProgressDisplay(self.engine, enabled=options.show_progress)
         self._interrupts = 0
+        self.stopped_by: str | None = None
         self._cleaning_up = False
 
     def close(self) -> None:
@@ -195,32 +240,46 @@ class LocalRunner:
     def run(self) -> Engine:
         """Run until the study ends; Ctrl-C stops every trial and keeps the study resumable.
 
-        Raises KeyboardInterrupt after an interrupt, and :class:`LocalRunError` when
-        the trainer's command cannot be started; either way only once every trial
-        process has been stopped and reaped.
+        Raises KeyboardInterrupt after an interrupt (:attr:`stopped_by` names the
+        signal), :class:`LocalRunError` when the trainer's command cannot be started,
+        and :class:`WorkdirError` when the work folder fails (a full disk); each only
+        once every trial process has been stopped and reaped.
+        Should this process be killed outright, its guard kills the trials.
         """
-        # Both signals stop the study cleanly, even where the shell started us with
-        # SIGINT ignored (a background job), which would leave Ctrl-C without effect.
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        # These signals stop the study cleanly, even where the shell started us with
+        # SIGINT ignored (a background job), which would leave Ctrl-C without effect;
+        # SIGHUP is a closed terminal or SSH session, which left trainers running.
+        previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         try:
-            with self.display:
-                self._loop()
-        except BaseException:
-            # Whatever ended the loop (Ctrl-C, an unstartable command, a bug), no
-            # trial may outlive it: they run in their own sessions, so nothing else
-            # would stop them.
-            self._stop_everything()
-            raise
+            with GroupGuard() as self.guard:
+                try:
+                    with self.display:
+                        self._loop()
+                except BaseException:
+                    # Whatever ended the loop (Ctrl-C, an unstartable command, a bug), no
+                    # trial may outlive it: they run in their own sessions, so nothing
+                    # else would stop them.
+                    self._stop_everything()
+                    raise
+        except optuna.exceptions.StorageInternalError as error:
+            raise workdir_error(self.workdir, error) from error
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            raise workdir_error(self.workdir, error) from error
         finally:
+            self.guard = None
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         return self.engine
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        """SIGINT/SIGTERM: the first one asks the loop to stop; it is not raised here,
-        so it cannot land between starting a process and recording it. A second one
-        while the trials are being stopped cuts their grace period short (SIGKILL),
+        """SIGINT/SIGTERM/SIGHUP: the first one asks the loop to stop; it is not raised
+        here, so it cannot land between starting a process and recording it. A second
+        one while the trials are being stopped cuts their grace period short (SIGKILL),
         and the cleanup still waits for every one of them."""
+        if self.stopped_by is None:
+            self.stopped_by = signal.Signals(signum).name
         self._interrupts += 1
         if self._cleaning_up and self._interrupts > 1:
             self._kill_everything()
@@ -301,7 +360,8 @@ class LocalRunner:
         name = self.study.metadata.name
         port = self.study.spec.metrics.port
         if isinstance(action, StartTrial):
-            env = trial_env(name, action.number, action.params, port)
+            goals = [goal.metric for goal in self.study.spec.goals]
+            env = trial_env(name, action.number, action.params, port, objectives=goals)
             self._spawn(action.number, env, f"t{action.number:04d}")
             # A local trial runs the moment it is spawned: its timeout starts now.
             self.engine.observe(Started(action.number, time.monotonic()), time.monotonic())
@@ -325,7 +385,9 @@ class LocalRunner:
     def _spawn(self, number: int, env: dict[str, str], folder: str) -> None:
         directory = self.workdir / "trials" / folder
         try:
-            process = TrialProcess.start(number, self.container, env, directory, self.ports)
+            process = TrialProcess.start(
+                number, self.container, env, directory, self.ports, guard=self.guard
+            )
         except TrialStartError as error:
             # The command was checked before the study started, so this is rarer (a
             # script whose interpreter is missing, a permission): every trial would

@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from rheostat.backends.local.storage import StudyFileError, open_storage
 from rheostat.engine import TrialRecord
 from rheostat.ledger import ATTR_GOALS, ATTR_KIND
 from rheostat.spec import StudySpec
@@ -80,7 +81,12 @@ def _from_results(path: Path, spec: StudySpec) -> list[TrialRecord]:
 
 def _from_database(path: Path, spec: StudySpec) -> list[TrialRecord]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{path}")
+    try:
+        storage = open_storage(path)
+    except StudyFileError as error:
+        raise SeedError(
+            f"spec.warmStart.fromStudy: {path} {error}; give a results.json or study.db"
+        ) from None
     try:
         summaries = optuna.get_all_study_summaries(storage)
         if len(summaries) != 1:
