@@ -165,6 +165,7 @@ class TrialRecord:
     intermediate: Mapping[int, float] = field(default_factory=dict)
     started_at: float = 0.0
     values: tuple[float, ...] | None = None  # one per objective, with several objectives
+    last_step: int | None = None  # a finished trial's last reported step (Finished.step)
 
 
 @dataclass

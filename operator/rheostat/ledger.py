@@ -142,6 +142,7 @@ def record(trial: FrozenTrial, space: SearchSpace, started_at: float) -> TrialRe
         attempt=int(trial.user_attrs.get(ATTR_ATTEMPT, 1)),
         intermediate=dict(trial.intermediate_values),
         started_at=started_at,
+        last_step=trial.user_attrs.get(ATTR_LAST_STEP),
     )
 
 
@@ -154,6 +155,8 @@ def frozen(stored: TrialRecord, space: SearchSpace) -> FrozenTrial:
     attrs: dict[str, Any] = {ATTR_KIND: stored.kind, ATTR_ATTEMPT: stored.attempt}
     if stored.reason:
         attrs[ATTR_REASON] = stored.reason
+    if stored.last_step is not None:
+        attrs[ATTR_LAST_STEP] = stored.last_step
     finished = stored.state in {"complete", "pruned"}
     if stored.values is not None:
         # Several objectives: a complete trial has all of them; a pruned one none.

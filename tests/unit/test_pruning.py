@@ -91,3 +91,13 @@ def test_completed_trials_count_up_to_the_step_their_message_names() -> None:
     engine = _engine_with_completed(RECORDED, ran_to=8)
     [stop] = _report(engine, 8, 0.60)
     assert isinstance(stop, StopTrial)
+
+
+def test_how_far_a_trial_ran_survives_a_rebuild_from_its_records() -> None:
+    """The operator rebuilds the study from stored records after a restart."""
+    engine = _engine_with_completed(RECORDED, ran_to=8)
+    records = [engine.record(n) for n in range(len(RECORDED))]
+    assert [r.last_step for r in records] == [8, 8, 8]
+    rebuilt = Engine.rebuild(engine.spec, records)
+    [stop] = _report(rebuilt, 8, 0.60)
+    assert isinstance(stop, StopTrial)
