@@ -124,6 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     import optuna
 
+    from rheostat import ledger
     from rheostat.backends.local.storage import StudyFileError, open_storage
 
     err = Console(stderr=True, soft_wrap=True)
@@ -151,11 +152,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 states[trial.state.name.lower()] = states.get(trial.state.name.lower(), 0) + 1
         counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
         print(f"{summary.study_name}: {counts or 'no trials yet'}")
-        if summary.best_trial is not None:
-            print(
-                f"  best #{summary.best_trial.number}: {summary.best_trial.value:.6g} "
-                f"{summary.best_trial.params}"
-            )
+        if (best := ledger.best_counted(study)) is not None:  # as results.json: no seed
+            print(f"  best #{best.number}: {best.value:.6g} {best.params}")
         elif len(study.directions) > 1 and (front := study.best_trials):
             numbers = ", ".join(f"#{t.number}" for t in front)
             print(f"  Pareto front of {len(front)}: {numbers}")

@@ -96,6 +96,14 @@ def parse_termination_message(text: str) -> dict[str, Any] | None:
     return message
 
 
+def last_step(message: Mapping[str, Any] | None) -> int | None:
+    """The trial's termination message's "step" (its last report's), if it is one."""
+    step = message.get("step") if message else None
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        return None
+    return step
+
+
 def _curve_values(curve: Mapping[str, Any], key: str) -> list[float]:
     """One of the curve's lists as floats; null and "nan" (a NaN loss) are both NaN."""
     values = curve[key]

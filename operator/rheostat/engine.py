@@ -88,6 +88,8 @@ class Engine:
     warnings: list[str] = field(default_factory=list)  # for the backend to log or emit
     # Per process on purpose: a test started by a tuner that died is started again.
     _lr_test_started: bool = False
+    # The earlier study's trials, told when the space is final (after an LR range test).
+    _pending_seeds: list[TrialRecord] = field(default_factory=list)
     lifecycle: Lifecycle = field(init=False)
 
     def __post_init__(self) -> None:
@@ -117,7 +119,8 @@ class Engine:
         outlived an operator restart does. An adopted trial's timeout restarts with
         the backend's next Started event. A fresh study is first told `seeds`, the
         finished trials of `spec.warmStart.fromStudy`, and its configurations are
-        queued (see :mod:`rheostat.warm_start`).
+        queued (see :mod:`rheostat.warm_start`); with an LR range test still to run,
+        both wait for its end, so the seeds are told over the space the trials use.
         """
         outcome = lr_phase.restore(spec, study.user_attrs.get(ATTR_LR_RANGE))
         result = outcome.result if outcome else None
@@ -133,9 +136,9 @@ class Engine:
             lr_result=result,
             lr_error=outcome.error if outcome else None,
         )
-        source = spec.warm_start.from_study if spec.warm_start else None
-        engine.warnings = warm_start.seed(study, space, seeds, source or "")
-        warm_start.enqueue(study, spec, space)
+        engine._pending_seeds = list(seeds)
+        if engine.phase != "LrRangeTest":
+            engine._warm_up()  # else once the test has set the space (_finish_lr_range)
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if adopt is not None and trial.number in adopt:
                 engine.lifecycle.adopt(
@@ -250,6 +253,11 @@ class Engine:
             self.phase, self.failure_reason = "Running", None  # reopened; decided again below
         self._check_end()
 
+    def drain_warnings(self) -> list[str]:
+        """The warnings not yet handed out (a skipped seed may come after the LR test)."""
+        warnings, self.warnings = self.warnings, []
+        return warnings
+
     # ----- queries ---------------------------------------------------------------------
 
     @property
@@ -358,6 +366,15 @@ class Engine:
             # The study still runs over the user's own range; status says why.
             self.study.set_user_attr(ATTR_LR_RANGE, {"error": self.lr_error})
         self.phase = "Running"
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Tell the earlier study's trials and queue the configurations, over the
+        space the study's own trials will use."""
+        source = self.spec.warm_start.from_study if self.spec.warm_start else None
+        seeds, self._pending_seeds = self._pending_seeds, []
+        self.warnings += warm_start.seed(self.study, self.space, seeds, source or "")
+        warm_start.enqueue(self.study, self.spec, self.space)
 
     # ----- trials ----------------------------------------------------------------------
 

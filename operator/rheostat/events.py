@@ -55,6 +55,9 @@ class Finished:
     exit_code: int
     metrics: Mapping[str, Any] | None = None
     message: str = ""
+    # The step of the trainer's last report (its termination message's "step"): how far
+    # it ran, which the reads of its metrics may have missed (see rheostat.pruning).
+    step: int | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,7 @@ class TrialRecord:
     intermediate: Mapping[int, float] = field(default_factory=dict)
     started_at: float = 0.0
     values: tuple[float, ...] | None = None  # one per objective, with several objectives
+    last_step: int | None = None  # a finished trial's last reported step (Finished.step)
 
 
 @dataclass

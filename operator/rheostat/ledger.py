@@ -25,6 +25,10 @@ ATTR_ATTEMPT = "rheostat:attempt"
 ATTR_REQUEUED = "rheostat:requeued"  # re-runs of known parameters skip the duplicate check
 ATTR_LR_RANGE = "rheostat:lrRangeTest"
 ATTR_SPEC = "rheostat:spec"
+ATTR_LAST_STEP = "rheostat:lastStep"  # a finished trial's last reported step (pruning)
+# Study attribute: [{metric, direction}, ...], what the study optimises, for a reader
+# (a warm start) that has only its store.
+ATTR_GOALS = "rheostat:goals"
 
 _STATES: dict[TrialOutcome, TrialState] = {
     "running": TrialState.RUNNING,
@@ -111,6 +115,17 @@ def best(trials: list[TrialView], direction: str) -> TrialView | None:
     return pick(complete, key=lambda t: t.value if t.value is not None else math.nan)
 
 
+def best_counted(study: optuna.Study) -> FrozenTrial | None:
+    """The best of a single-objective study's own complete trials, as :func:`best` picks
+    it from the views; for a reader with only the store (`rheostat status`). Optuna's
+    `best_trial` would also consider the trials told from an earlier study."""
+    complete = [t for t in study.get_trials(deepcopy=False) if outcome(t) == "complete"]
+    if not complete or len(study.directions) > 1:
+        return None
+    pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+    return pick(complete, key=lambda t: t.value if t.value is not None else math.nan)
+
+
 def record(trial: FrozenTrial, space: SearchSpace, started_at: float) -> TrialRecord:
     """The stored form of one trial, for a backend to persist after each change."""
     # The Optuna state, whatever the kind: a seeded trial is stored complete or pruned.
@@ -127,6 +142,7 @@ def record(trial: FrozenTrial, space: SearchSpace, started_at: float) -> TrialRe
         attempt=int(trial.user_attrs.get(ATTR_ATTEMPT, 1)),
         intermediate=dict(trial.intermediate_values),
         started_at=started_at,
+        last_step=trial.user_attrs.get(ATTR_LAST_STEP),
     )
 
 
@@ -139,6 +155,8 @@ def frozen(stored: TrialRecord, space: SearchSpace) -> FrozenTrial:
     attrs: dict[str, Any] = {ATTR_KIND: stored.kind, ATTR_ATTEMPT: stored.attempt}
     if stored.reason:
         attrs[ATTR_REASON] = stored.reason
+    if stored.last_step is not None:
+        attrs[ATTR_LAST_STEP] = stored.last_step
     finished = stored.state in {"complete", "pruned"}
     if stored.values is not None:
         # Several objectives: a complete trial has all of them; a pruned one none.

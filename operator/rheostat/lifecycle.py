@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from rheostat import objectives
 from rheostat.events import Finished, Progress, Refused, StopTrial
-from rheostat.ledger import ATTR_ATTEMPT, ATTR_KIND, ATTR_REASON, ATTR_REQUEUED
+from rheostat.ledger import ATTR_ATTEMPT, ATTR_KIND, ATTR_LAST_STEP, ATTR_REASON, ATTR_REQUEUED
 from rheostat.space import SearchSpace
 from rheostat.spec import StudySpec
 
@@ -94,6 +94,9 @@ class Lifecycle:
         else:
             result, reason = objectives.final_value(spec.primary.metric, event, running.last_value)
         del self.running[event.number]  # only once it has a value or a reason: never lost
+        if event.step is not None and event.step >= max(running.last_step, 0):
+            # How far it ran, though its last steps may not have been read (pruning).
+            running.trial.set_user_attr(ATTR_LAST_STEP, event.step)
         if reason:
             running.trial.set_user_attr(ATTR_REASON, reason)
         if result is None:

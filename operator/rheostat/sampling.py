@@ -27,6 +27,7 @@ from optuna.samplers._gp.sampler import (  # how Optuna shares a running trial's
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from rheostat.pruning import AlignedMedianPruner
 from rheostat.space import SearchSpace
 from rheostat.spec import AlgorithmSpec, EarlyStopping
 
@@ -244,7 +245,8 @@ def make_pruner(early_stopping: EarlyStopping) -> optuna.pruners.BasePruner:
     if name == "none":
         return optuna.pruners.NopPruner()
     if name == "median":
-        return _construct("median", optuna.pruners.MedianPruner, {"n_startup_trials": 5}, settings)
+        # Optuna's, over every completed trial that reached the step (see rheostat.pruning).
+        return _construct("median", AlignedMedianPruner, {"n_startup_trials": 5}, settings)
     if name == "successive-halving":
         defaults = {"min_resource": 1, "reduction_factor": 3}
         return _construct(

@@ -13,6 +13,9 @@ Two sources, both optional (`spec.warmStart`):
   warm-start from configurations, and an earlier study with several seeds nothing.
   They are marked `kind="seeded"`, so the budget and every reader leave them out:
   they cost this study no compute, so they do not count against maxTrials.
+  Seeds are told with the distributions the study's own trials will get: after an
+  LR range test, the narrowed one (the engine waits for the test), since Optuna's
+  samplers model a parameter only over trials that agree on its distribution.
 
 Pure: no I/O. Reading results.json, study.db or TuningTrials is the backends' job.
 """
@@ -32,6 +35,8 @@ from rheostat.spec import Scalar, StudySpec
 
 SEEDED = "seeded"
 ATTR_WARM = "rheostat:warmStart"  # index of the configuration a trial ran
+ATTR_SEEDED_FROM = "rheostat:seededFrom"  # a seed's trial number in the earlier study
+ATTR_SEEDED = "rheostat:seeded"  # study attribute: every seed was told
 
 _TOLD = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED}
 
@@ -64,23 +69,30 @@ def seed(
 ) -> list[str]:
     """Tell the sampler an earlier study's finished trials; returns a warning per skip.
 
-    Only a study with no trials yet is seeded: a resumed local study keeps its seeds
-    in SQLite, and the operator rebuilds them from this study's own records.
+    Only a study that holds nothing but seeds is seeded (see :func:`needs_seeds`): a
+    resumed local study keeps its seeds in SQLite, and the operator rebuilds them from
+    this study's own records. Seeding is all or nothing: every trial is checked
+    before any is told, and a study whose seeding was cut short (the tuner killed
+    halfway) is told the rest on the next open, each trial once, before the mark
+    that it is complete is set.
     Failed, running and retried trials carry no value and are ignored silently; a
-    trial with a parameter the current space does not hold (unknown, or outside its
-    range or choices) is skipped with a warning, as the sampler cannot place it.
+    trial the current space cannot hold (an unknown or missing parameter, a value
+    outside its range or choices or off its step grid) is skipped with a warning.
     At most `limit` trials are told (see :func:`reseed`).
     """
-    if study.get_trials(deepcopy=False):
+    if not needs_seeds(study):
         return []
     if any(r.values is not None for r in records):
         # Each trial has one value per objective there, and no one value is this
         # study's: telling the first would mislead the sampler, not warm it up. (A study
         # with several objectives cannot name fromStudy at all: see the spec's rules.)
         return [f"{source} has several objectives and this study one: nothing was told"]
+    existing = study.get_trials(deepcopy=False)
+    already = {_seed_key(t) for t in existing}  # cut short: these were told
     warnings = []
+    told: list[FrozenTrial] = []
     for stored in sorted(records, key=lambda r: r.number):
-        if limit is not None and len(study.get_trials(deepcopy=False)) >= limit:
+        if limit is not None and len(existing) + len(told) >= limit:
             break
         state = _TOLD.get(stored.state)
         value = stored.value
@@ -93,17 +105,65 @@ def seed(
         if problem is not None:
             warnings.append(f"skipped trial {stored.number} of {source}: {problem}")
             continue
-        study.add_trial(
-            optuna.trial.create_trial(
-                state=state,
-                value=value,
-                params=params,
-                distributions={k: space.distributions[k] for k in params},
-                user_attrs={ATTR_KIND: SEEDED, ATTR_REASON: f"seeded from {source}"},
-                intermediate_values=dict(stored.intermediate),
-            )
+        trial = optuna.trial.create_trial(
+            state=state,
+            value=value,
+            params=params,
+            distributions={k: space.distributions[k] for k in params},
+            user_attrs={
+                ATTR_KIND: SEEDED,
+                ATTR_REASON: f"seeded from {source}",
+                ATTR_SEEDED_FROM: stored.number,
+            },
+            intermediate_values=dict(stored.intermediate),
         )
+        if not already & {stored.number, _values_key(trial)}:
+            told.append(trial)
+    study.add_trials(told)
+    if records:
+        study.set_user_attr(ATTR_SEEDED, True)
     return warnings
+
+
+def mismatch(spec: StudySpec, source: str, metric: str | None, direction: str) -> str | None:
+    """Why an earlier study that optimised `metric` in `direction` cannot seed this one.
+
+    Its values would be told as this study's objective: another metric's, or the
+    same metric optimised the other way, would mislead the sampler, not warm it up
+    (losses told as accuracies make the worst trials look best). `metric` None: not
+    known (a store written before it was kept); then only the direction is checked.
+    """
+    goal = spec.primary
+    if direction == goal.direction and metric in {goal.metric, None}:
+        return None
+    theirs = f"{metric!r} ({direction})" if metric is not None else f"its metric ({direction})"
+    return (
+        f"spec.warmStart.fromStudy: {source} optimised {theirs}, this study "
+        f"{goal.metric!r} ({goal.direction}); its values would mislead the sampler"
+    )
+
+
+def needs_seeds(study: optuna.Study) -> bool:
+    """Whether the study is still to be seeded: it holds seeds at most, not all told.
+
+    A backend reads the earlier study only then; a study with a trial of its own, or
+    whose seeding was complete, keeps the seeds it holds.
+    """
+    if study.user_attrs.get(ATTR_SEEDED):
+        return False
+    trials = study.get_trials(deepcopy=False)
+    return all(t.user_attrs.get(ATTR_KIND) == SEEDED for t in trials)
+
+
+def _seed_key(trial: FrozenTrial) -> object:
+    """Which trial of the earlier study a seed is: its number there, or, for a seed
+    told before the number was kept with it, its values."""
+    number = trial.user_attrs.get(ATTR_SEEDED_FROM)
+    return _values_key(trial) if number is None else number
+
+
+def _values_key(trial: FrozenTrial) -> tuple[object, ...]:
+    return (tuple(sorted(trial.params.items())), trial.value)
 
 
 def reseed(
@@ -168,4 +228,8 @@ def _outside(
             return f"{name}={value!r} is not a number"
         if low is not None and high is not None and not low <= value <= high:
             return f"{name}={value!r} is outside [{low:g}, {high:g}]"
+        if not distribution._contains(distribution.to_internal_repr(value)):
+            # In range, so off the step grid: Optuna would refuse it (a ValueError).
+            step = getattr(distribution, "step", None)
+            return f"{name}={value!r} is not on the grid of {low:g}..{high:g} step {step:g}"
     return None

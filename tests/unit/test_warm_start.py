@@ -8,10 +8,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from rheostat.engine import Engine, Finished, TrialRecord
+from rheostat import warm_start
+from rheostat.engine import Engine, Finished, LrRangeFinished, TrialRecord
 from rheostat.spec import InvalidStudyError, Scalar, study_from_mapping
-from tests.bad_specs import OPERATOR_ONLY_CASES, BadCase, bad_document
-from tests.unit.test_engine import make_spec, open_engine, run_to_end, starts
+from tests.bad_specs import OPERATOR_ONLY_CASES, BadCase, bad_document, good_study
+from tests.unit.test_engine import _valley_curve, make_spec, open_engine, run_to_end, starts
 
 FIRST: dict[str, Scalar] = {"lr": 0.01, "momentum": 0.9, "layers": 2, "optimizer": "sgd"}
 SECOND: dict[str, Scalar] = {"lr": 0.001, "momentum": 0.5, "layers": 3, "optimizer": "adam"}
@@ -182,3 +183,130 @@ def test_a_grid_runs_its_configurations_first_and_every_point_once() -> None:
     launched = [s.params for s in run_to_end(open_engine(spec))]
     assert launched[:2] == configurations
     assert len({(p["x"], p["optimizer"]) for p in launched}) == 6
+
+
+def _stepped(step: int, high: int = 10) -> Any:
+    return make_spec(
+        parameters=[{"name": "n", "type": "int", "min": 0, "max": high, "step": step}],
+        warmStart={"fromStudy": "earlier"},
+        budget={"maxTrials": 2, "parallelism": 1},
+    )
+
+
+def _on_unit_grid() -> list[TrialRecord]:
+    """An earlier study over n in 0..10 step 1."""
+    return [
+        TrialRecord(number=i, params={"n": n}, state="complete", value=float(n))
+        for i, n in enumerate([0, 9, 2, 4, 7, 6, 8, 10])
+    ]
+
+
+def test_seeds_off_the_new_step_grid_are_skipped_with_a_warning() -> None:
+    engine = Engine.open(
+        _stepped(2, high=20), optuna.create_study(direction="minimize"), seeds=_on_unit_grid()
+    )
+    told = [t.params["n"] for t in engine.study.get_trials()]
+    assert told == [0, 2, 4, 6, 8, 10]
+    [nine, seven] = engine.warnings
+    assert "skipped trial 1 of earlier: n=9 is not on the grid of 0..20 step 2" in nine
+    assert "n=7" in seven
+    assert len(run_to_end(engine)) == 2
+
+
+@pytest.mark.parametrize("numbered", [True, False], ids=["numbered", "as-before-the-fix"])
+def test_a_seeding_cut_short_is_completed_on_the_next_open(numbered: bool) -> None:
+    """A tuner killed halfway through seeding: the next run tells the rest, once each.
+
+    The store then holds some seeds and no mark that seeding ended (`numbered`), or,
+    written before this fix, the seeds without their number in the earlier study.
+    """
+    spec = _stepped(1, high=20)
+    study = optuna.create_study(direction="minimize")
+    seeds = _on_unit_grid()
+    for record in seeds[:3]:
+        attrs: dict[str, Any] = {"rheostat:kind": "seeded", "rheostat:reason": "seeded from x"}
+        if numbered:
+            attrs[warm_start.ATTR_SEEDED_FROM] = record.number
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=dict(record.params),
+                distributions={"n": optuna.distributions.IntDistribution(0, 20)},
+                value=record.value,
+                user_attrs=attrs,
+            )
+        )
+    assert warm_start.needs_seeds(study)  # the runner reads the source again
+    engine = Engine.open(spec, study, seeds=seeds)
+    assert sorted(t.params["n"] for t in study.get_trials()) == sorted(s.params["n"] for s in seeds)
+    assert not warm_start.needs_seeds(study)
+    run_to_end(engine)
+    assert warm_start.seeded(study) == len(seeds)
+    Engine.open(spec, study, seeds=seeds)  # a resume tells nothing again
+    assert warm_start.seeded(study) == len(seeds)
+
+
+def _narrowing_study() -> tuple[Any, list[TrialRecord]]:
+    """A bayesian study warm-started from `earlier`, whose LR range test narrows lr."""
+    document = good_study()
+    document["spec"]["objective"] = {"metric": "loss", "direction": "minimize"}
+    document["spec"]["algorithm"] = {"name": "bayesian", "seed": 3}
+    document["spec"]["lrRangeTest"]["apply"] = "narrow"
+    document["spec"]["warmStart"] = {"fromStudy": "earlier"}
+    document["spec"]["budget"] = {"maxTrials": 4, "parallelism": 1}
+    seeds = [
+        TrialRecord(
+            number=i,
+            params={"lr": lr, "momentum": 0.5, "layers": 2, "optimizer": "sgd"},
+            state="complete",
+            value=1.0 + i,
+        )
+        for i, lr in enumerate([1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 0.5, 1e-5])
+    ]
+    return study_from_mapping(document).spec, seeds
+
+
+def test_the_operator_tells_seeds_after_the_lr_test_and_again_on_a_rebuild() -> None:
+    spec, seeds = _narrowing_study()
+    engine = Engine.rebuild(spec, [], seeds=seeds)
+    assert warm_start.seeded(engine.study) == 0
+    engine.next_actions(0.0)
+    engine.observe(LrRangeFinished(*_valley_curve()), 1.0)
+    told = warm_start.seeded(engine.study)
+    assert 0 < told < len(seeds)
+    assert any("is outside" in w for w in engine.drain_warnings())
+    [start] = starts(engine.next_actions(1.0))
+    assert start.number == told
+    engine.observe(Finished(start.number, 0, {"loss": 0.5}), 2.0)
+    stored = engine.study.user_attrs["rheostat:lrRangeTest"]
+    rebuilt = Engine.rebuild(spec, [engine.record(start.number)], stored, seeds)
+    assert warm_start.seeded(rebuilt.study) == told
+    assert [t.number for t in rebuilt.trials()] == [start.number]
+    assert [s.number for s in run_to_end(rebuilt)] == [told + 1, told + 2, told + 3]
+
+
+def test_after_an_lr_range_test_seeds_are_told_with_the_narrowed_range(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Optuna's intersection search space keeps lr only if seeds and trials agree on it."""
+    spec, seeds = _narrowing_study()
+    engine = Engine.open(spec, optuna.create_study(direction="minimize"), seeds=seeds)
+    assert engine.study.get_trials() == []  # not yet: the range may still change
+    engine.next_actions(0.0)
+    engine.observe(LrRangeFinished(*_valley_curve()), 1.0)
+    low, high = engine.status()["lrRangeTest"]["narrowedTo"]
+    told = [t.params["lr"] for t in engine.study.get_trials()]
+    assert told == [lr for lr in (s.params["lr"] for s in seeds) if low <= lr <= high]
+    assert any("lr=0.5 is outside" in w for w in engine.warnings)
+    assert engine.status()["warmStart"] == {"seeded": len(told)}
+    # Optuna logs a fallback to independent (RandomSampler) sampling; warnings are errors.
+    optuna.logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING", logger="optuna"):
+            launched = run_to_end(engine)
+    finally:
+        optuna.logging.disable_propagation()
+    assert not [r.message for r in caplog.records if "independent" in r.message], caplog.text
+    assert len(launched) == 4
+    assert all(low <= s.params["lr"] <= high for s in launched)
+    probe = engine.study.ask()
+    assert "lr" in engine.study.sampler.infer_relative_search_space(engine.study, probe)

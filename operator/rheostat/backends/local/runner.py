@@ -34,7 +34,13 @@ from rheostat.backends.local.process import (
 from rheostat.backends.local.progress import ProgressDisplay
 from rheostat.backends.local.seeds import SeedError, load_seeds, report_skipped
 from rheostat.backends.local.storage import StudyFileError, is_disk_full, open_storage
-from rheostat.contract import LR_RANGE_TEST_NUMBER, MODE_LR_RANGE_TEST, lr_curve, trial_env
+from rheostat.contract import (
+    LR_RANGE_TEST_NUMBER,
+    MODE_LR_RANGE_TEST,
+    last_step,
+    lr_curve,
+    trial_env,
+)
 from rheostat.engine import (
     ATTR_SPEC,
     Action,
@@ -47,8 +53,10 @@ from rheostat.engine import (
     StartTrial,
     StopTrial,
 )
+from rheostat.ledger import ATTR_GOALS
 from rheostat.metrics.scrape import scrape
 from rheostat.spec import SpecProblem, TuningStudy
+from rheostat.warm_start import needs_seeds
 
 POLL_SECONDS = 0.1
 
@@ -137,9 +145,18 @@ def open_study(study: TuningStudy, workdir: Path, *, fresh: bool = False) -> opt
         raise LocalRunError(
             f"{database} {error}; use --fresh to start over, or another --workdir."
         ) from None
+    name = study.metadata.name
+    if others := [n for n in optuna.get_all_study_names(storage) if n != name]:
+        # The fingerprint is kept per study name: a renamed study would find none and
+        # write its results over the first one's. The name is part of what a study means.
+        raise LocalRunError(
+            f"{workdir} holds study {others[0]!r}, not {name!r}; a work folder holds one "
+            f"study. Use another --workdir (the default is runs/{name}), or --fresh to "
+            "start over here."
+        )
     optuna_study = optuna.create_study(
         storage=storage,
-        study_name=study.metadata.name,
+        study_name=name,
         directions=objectives.directions(study.spec),
         load_if_exists=True,
     )
@@ -147,6 +164,8 @@ def open_study(study: TuningStudy, workdir: Path, *, fresh: bool = False) -> opt
     stored = optuna_study.user_attrs.get(ATTR_SPEC)
     if stored is None:
         optuna_study.set_user_attr(ATTR_SPEC, fingerprint)
+        goals = [g.model_dump(by_alias=True) for g in study.spec.goals]
+        optuna_study.set_user_attr(ATTR_GOALS, goals)  # for a study warm-started from this
     elif stored != fingerprint:
         raise LocalRunError(
             f"{workdir} holds study {study.metadata.name!r} with a different spec; only the "
@@ -180,11 +199,10 @@ class LocalRunner:
             raise workdir_error(self.workdir, error) from None
         try:
             optuna_study = open_study(study, self.workdir, fresh=options.fresh)
-            # Seeds are read once, into a fresh study; a resumed one keeps them in SQLite.
-            fresh_study = not optuna_study.get_trials(deepcopy=False)
-            seeds = load_seeds(study.spec) if fresh_study else []
+            # Seeds are read until all are told; a resumed study keeps them in SQLite.
+            seeds = load_seeds(study.spec) if needs_seeds(optuna_study) else []
             self.engine = Engine.open(study.spec, optuna_study, seeds=seeds)
-            report_skipped(self.engine.warnings)
+            report_skipped(self.engine.drain_warnings())
         except SeedError as error:
             self.lock.release()
             raise LocalRunError(str(error)) from None
@@ -280,6 +298,7 @@ class LocalRunner:
                 actions += self._scrape_running(now)
                 next_scrape = now + interval
             actions += self.engine.next_actions(now)
+            report_skipped(self.engine.drain_warnings())  # seeds told after an LR test
             for action in actions:
                 self._carry_out(action)
             self.stopping = [p for p in self.stopping if not p.reap()]
@@ -301,7 +320,7 @@ class LocalRunner:
                 continue
             metrics = message.get("metrics") if message else None
             tail = process.tail() if code != 0 else ""
-            self.engine.observe(Finished(number, code, metrics, tail), now)
+            self.engine.observe(Finished(number, code, metrics, tail, last_step(message)), now)
 
     def _time_out_lr_test(self, now: float) -> None:
         """Bind the LR range test by ``budget.trialTimeout`` like any trial.

@@ -19,8 +19,9 @@ from optuna.trial import TrialState
 
 from rheostat.backends.local.storage import StudyFileError, open_storage
 from rheostat.engine import TrialRecord
-from rheostat.ledger import ATTR_KIND
+from rheostat.ledger import ATTR_GOALS, ATTR_KIND
 from rheostat.spec import StudySpec
+from rheostat.warm_start import mismatch
 
 
 class SeedError(ValueError):
@@ -47,12 +48,11 @@ def load_seeds(spec: StudySpec) -> list[TrialRecord]:
         )
     if path.suffix == ".json":
         return _from_results(path, spec)
-    return _from_database(path)
+    return _from_database(path, spec)
 
 
 def _from_results(path: Path, spec: StudySpec) -> list[TrialRecord]:
     try:
-        document = json.loads(path.read_text())
         document = json.loads(path.read_text())
         trials: list[dict[str, Any]] = document["trials"]
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -63,13 +63,10 @@ def _from_results(path: Path, spec: StudySpec) -> list[TrialRecord]:
             f"spec.warmStart.fromStudy: {path} is a study with several objectives; "
             "it cannot seed a study with one"
         )
-    metric = (document["objective"] or {}).get("metric")
-    if metric != spec.primary.metric:
-        # Another metric's values would mislead the sampler, not warm it up.
-        raise SeedError(
-            f"spec.warmStart.fromStudy: {path} optimised {metric!r}, "
-            f"this study {spec.primary.metric!r}"
-        )
+    objective = document["objective"] or {}
+    problem = mismatch(spec, str(path), objective.get("metric"), objective.get("direction", ""))
+    if problem is not None:
+        raise SeedError(problem)
     return [
         TrialRecord(
             number=int(t["number"]),
@@ -82,7 +79,7 @@ def _from_results(path: Path, spec: StudySpec) -> list[TrialRecord]:
     ]
 
 
-def _from_database(path: Path) -> list[TrialRecord]:
+def _from_database(path: Path, spec: StudySpec) -> list[TrialRecord]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         storage = open_storage(path)
@@ -102,6 +99,13 @@ def _from_database(path: Path) -> list[TrialRecord]:
                 f"spec.warmStart.fromStudy: {path} is a study with several objectives; "
                 "it cannot seed a study with one"
             )
+        goals = study.user_attrs.get(ATTR_GOALS) or [{"metric": None}]
+        direction = study.direction.name.lower()
+        problem = mismatch(spec, str(path), goals[0].get("metric"), direction)
+        if problem is not None:
+            raise SeedError(problem)
+        if goals[0].get("metric") is None:  # a store from before the goals were kept
+            report_skipped([f"from {path}: its metric is not recorded; it must be the same"])
         trials = study.get_trials(deepcopy=False)
     finally:
         storage.remove_session()
