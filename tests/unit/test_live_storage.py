@@ -12,6 +12,7 @@ import io
 import json
 import math
 import wsgiref.util
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -32,6 +33,7 @@ from rheostat.backends.kubernetes.live import (
     ReadOnlyStorageError,
 )
 from rheostat.backends.kubernetes.manifests import trial_object
+from rheostat.cli import main
 from rheostat.engine import Engine, TrialRecord
 from rheostat.spec import study_from_mapping
 from tests.bad_specs import good_study
@@ -294,3 +296,11 @@ def test_the_dashboard_refuses_a_note_over_http() -> None:
     status, answer = _call(app, "PUT", f"/api/studies/{study_id}/note", note)
     assert status.startswith("403")
     assert "this dashboard is read-only" in answer["reason"]
+
+
+def test_dashboard_without_a_kubeconfig_is_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nowhere.yaml"
+    assert main(["dashboard", "--kubeconfig", str(missing), "--port", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: no usable kubeconfig")
