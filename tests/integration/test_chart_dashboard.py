@@ -8,6 +8,7 @@ dashboard` uses, sees a study created meanwhile, and may write nothing.
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any
 
 import pytest
@@ -120,3 +121,24 @@ def test_the_dashboard_account_watches_studies_and_writes_nothing(
             watcher.stop()
         for kind in ("clusterrolebinding", "clusterrole"):
             _run("kubectl", "delete", kind, f"{release}-rheostat-dashboard", "--ignore-not-found")
+
+
+def test_an_account_that_may_not_list_studies_hears_why_at_once(
+    cluster: ClusterHandle,
+    admin_api: client.ApiClient,
+    namespace: str,
+    service_account_client: ServiceAccountClient,
+) -> None:
+    """`rheostat dashboard -A` as a user with no cluster-wide read: told, not kept waiting."""
+    install_crds(admin_api)
+    api = service_account_client(namespace, "nobody")
+    watcher = ClusterWatch(api, None, ObjectCache())
+    watcher.start()
+    try:
+        started = time.monotonic()
+        assert not watcher.wait_synced(30)
+        assert time.monotonic() - started < 10
+        assert "cannot watch tuningstudies" in watcher.errors["tuningstudies"]
+        assert "forbidden" in watcher.errors["tuningstudies"].lower()
+    finally:
+        watcher.stop()

@@ -10,7 +10,6 @@ dashboard process started before the study ended, with no page reload.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -82,7 +81,6 @@ def dashboard(cluster: Any, namespace: str, tmp_path: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=20)
-        shutil.copy(log, tmp_path / "dashboard-final.log")
 
 
 def _finished(api: client.ApiClient, namespace: str, name: str) -> int:
@@ -146,6 +144,13 @@ def test_the_dashboard_shows_a_running_study_live_in_a_browser(
         return page is not None and page == cluster
 
     _until(agrees, 60, "the history plot to match the cluster", lambda: str(seen[-5:]))
+    # A running trial's intermediate values are drawn too (the legend names it).
+    _until(
+        lambda: "(running)" in browser.find_element(By.TAG_NAME, "body").text,
+        30,
+        "a running trial's intermediate values",
+        lambda: browser.find_element(By.TAG_NAME, "body").text[-1500:],
+    )
     phase = (get_study(admin_api, namespace, name).get("status") or {}).get("phase")
     assert phase == "Running", f"the study ended before the live check: {phase}"
     assert seen[-1][1] < 4

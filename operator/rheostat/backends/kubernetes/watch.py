@@ -39,6 +39,9 @@ class ClusterWatch:
         self.cache = cache
         self._stop = threading.Event()
         self._synced = {kind: threading.Event() for kind in _PLURALS}
+        # Set once a resource was listed or its first attempt failed: no waiting out a
+        # refusal (RBAC) before the user hears of it.
+        self._settled = {kind: threading.Event() for kind in _PLURALS}
         self.errors: dict[str, str] = {}  # the last error of each resource, for the user
         self._threads = [
             threading.Thread(target=self._run, args=(kind,), name=f"watch-{kind}", daemon=True)
@@ -53,8 +56,10 @@ class ClusterWatch:
         self._stop.set()
 
     def wait_synced(self, timeout: float) -> bool:
-        """True once every resource was listed (the dashboard shows them all at once)."""
-        return all(event.wait(timeout) for event in self._synced.values())
+        """True once every resource was listed (the dashboard shows them all at once);
+        False at once when one failed (see `errors`), or after `timeout` seconds."""
+        settled = all(event.wait(timeout) for event in self._settled.values())
+        return settled and all(event.is_set() for event in self._synced.values())
 
     def _list(self, kind: str, **kwargs: Any) -> Any:
         plural = _PLURALS[kind]
@@ -77,8 +82,9 @@ class ClusterWatch:
                     listed = self._list(kind)
                     self.cache.replace(kind, listed["items"])
                     version = str(listed["metadata"]["resourceVersion"])
-                    self._synced[kind].set()
                     self.errors.pop(kind, None)
+                    self._synced[kind].set()
+                    self._settled[kind].set()
                 version = self._follow(kind, version)
             except ApiException as error:
                 if error.status == 410:  # too old to resume: list again
@@ -117,4 +123,5 @@ class ClusterWatch:
         if self.errors.get(kind) != message:
             LOGGER.warning("%s (retrying every %gs)", message, RETRY_SECONDS)
         self.errors[kind] = message
+        self._settled[kind].set()
         self._stop.wait(RETRY_SECONDS)
