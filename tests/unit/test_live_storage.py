@@ -235,11 +235,16 @@ def test_warm_start_seeds_are_shown_and_marked() -> None:
     assert trials[2].state == TrialState.RUNNING
 
 
-def test_a_study_with_an_invalid_spec_is_left_out() -> None:
+def test_a_study_that_cannot_be_read_is_left_out() -> None:
     body, _ = _lr_study()
     broken = _study("broken", "u-6")
     broken["spec"]["parameters"] = []
-    storage = _storage((STUDIES_KIND, body), (STUDIES_KIND, broken))
+    odd = _study("odd", "u-7")
+    trial = _trial(odd, TrialRecord(0, {"lr": 0.01}, "complete", value=1.0))
+    del trial["spec"]["number"]  # hand-edited
+    storage = _storage(
+        (STUDIES_KIND, body), (STUDIES_KIND, broken), (STUDIES_KIND, odd), (TRIALS_KIND, trial)
+    )
     assert [s.study_name for s in storage.get_all_studies()] == ["good"]
 
 

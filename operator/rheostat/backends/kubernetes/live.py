@@ -263,9 +263,11 @@ class ClusterStorage(BaseStorage):
         name = str(metadata["name"]) if self.namespaced else f"{namespace}/{metadata['name']}"
         try:
             view = study_view(body, own, seeds, study_id, name)
-        except ReadError as error:
+        except (ReadError, KeyError, TypeError, ValueError) as error:
+            # One study that cannot be read (an invalid spec, a hand-edited trial)
+            # must not take the others off the dashboard.
             if uid not in self._skipped:
-                LOGGER.warning("not shown: %s", error)
+                LOGGER.warning("study %s not shown: %s", name, error)
                 self._skipped.add(uid)
             return None
         view.fingerprint = fingerprint
