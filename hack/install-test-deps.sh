@@ -8,6 +8,8 @@
 #   Dockerfiles, no daemon), mmdebstrap (the Debian base image, no registry needed),
 #   nftables (kube-proxy's nftables mode), iptables (the kubelet probes it), conntrack
 #   (kube-proxy clears stale UDP entries) and iproute2 (the node's bridge).
+# - chromium and chromium-driver: the browser test of `rheostat dashboard`
+#   (tests/integration/test_dashboard_live.py) drives Debian's chromium with selenium.
 #   No systemd here: none of them starts by itself; the harness starts containerd.
 # Prometheus is NOT taken from Debian: its package (2.42) is built without
 # kubernetes_sd_configs, which the tests need, so hack/build-control-plane.sh builds
@@ -17,7 +19,7 @@
 set -euo pipefail
 
 PACKAGES=(openssl containerd runc containernetworking-plugins buildah mmdebstrap
-  nftables iptables conntrack iproute2)
+  nftables iptables conntrack iproute2 chromium chromium-driver)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -1,5 +1,5 @@
 """The `rheostat` command: run | validate | crd | status | operator, and for a
-cluster study get | describe | plot | export (also `kubectl rheostat ...`).
+cluster study get | describe | plot | export | dashboard (also `kubectl rheostat ...`).
 
 Exit codes: 0 success, 1 a study that ran and failed, 2 invalid input or a work
 folder that cannot hold the study (unreadable file, read-only folder, full disk;
@@ -167,6 +167,13 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     return cluster_cli.run(args)
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """optuna-dashboard over the cluster's studies (read-only, live)."""
+    from rheostat.backends.kubernetes.dashboard import serve
+
+    return serve(args)
+
+
 def cmd_operator(args: argparse.Namespace) -> int:
     from rheostat.backends.kubernetes.main import run_operator
 
@@ -216,6 +223,19 @@ def _cluster_commands(commands: Any) -> None:
             )
     for command in (get, describe, plot, export):
         command.set_defaults(handler=cmd_cluster)
+    dashboard = commands.add_parser(
+        "dashboard",
+        parents=[where],
+        help="serve optuna-dashboard over the cluster's studies (live, read-only)",
+    )
+    dashboard.add_argument(
+        "--all-namespaces", "-A", action="store_true", help="show every namespace's studies"
+    )
+    dashboard.add_argument("--port", type=int, default=8080, help="port (0: any free one)")
+    dashboard.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a pod)"
+    )
+    dashboard.set_defaults(handler=cmd_dashboard)
 
 
 def build_parser(prog: str = "rheostat") -> argparse.ArgumentParser:

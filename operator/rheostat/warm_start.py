@@ -171,7 +171,7 @@ def reseed(
     spec: StudySpec,
     space: SearchSpace,
     seeds: Sequence[TrialRecord],
-    first_own: int,
+    first_own: int | None,
 ) -> list[str]:
     """Tell the seeds again to a study rebuilt from its own records (the operator).
 
@@ -180,6 +180,7 @@ def reseed(
     empty study, at most `first_own` of them (the lowest number of a stored trial).
     Should the earlier study have lost trials since, the numbers left over are
     filled as skipped proposals: the study's own trials keep their numbers.
+    `first_own=None` (no stored trial yet) tells them all.
     """
     source = spec.warm_start.from_study if spec.warm_start else None
     if source is None:
