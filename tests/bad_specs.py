@@ -189,6 +189,8 @@ BAD_CASES: list[BadCase] = [
     ),
     BadCase("float-without-bounds", _param(1, min=None), "spec.parameters[1].min"),
     BadCase("int-with-fractional-bounds", _param(2, min=0.5), "spec.parameters[2].min"),
+    # 1e30 is a whole float, but no int64 (CEL's int) holds it: refused in both places.
+    BadCase("int-with-bounds-beyond-2-53", _param(2, max=1e30), "spec.parameters[2].min"),
     BadCase("step-with-log", _param(0, step=0.1), "spec.parameters[0].step"),
     BadCase("zero-step", _param(1, step=0), "spec.parameters[1].step"),
     BadCase("bad-parameter-name", _param(1, name="mo mentum"), "spec.parameters[1].name"),

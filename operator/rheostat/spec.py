@@ -145,8 +145,13 @@ def _distinct(values: Sequence[Scalar]) -> bool:
     return len(set(keys)) == len(keys)
 
 
+# The largest whole number a JSON double holds exactly; CEL's int() overflows not far
+# above it (int64), so an int parameter's bounds and step stay within it.
+MAX_WHOLE = 2**53
+
+
 def _is_integral(value: float | None) -> bool:
-    return value is None or float(value).is_integer()
+    return value is None or (float(value).is_integer() and abs(value) <= MAX_WHOLE)
 
 
 class Parameter(SpecModel):
@@ -204,9 +209,11 @@ class Parameter(SpecModel):
             field=".step",
         ),
         Rule(
-            cel="self.type != 'int' || ((!has(self.min) || double(int(self.min)) == self.min)"
-            " && (!has(self.max) || double(int(self.max)) == self.max))",
-            message="an int parameter needs whole-number bounds",
+            cel="self.type != 'int' || ((!has(self.min) || (self.min >= -9007199254740992.0"
+            " && self.min <= 9007199254740992.0 && double(int(self.min)) == self.min))"
+            " && (!has(self.max) || (self.max >= -9007199254740992.0"
+            " && self.max <= 9007199254740992.0 && double(int(self.max)) == self.max)))",
+            message="an int parameter needs whole-number bounds (at most 2^53 in size)",
             check=lambda p: p.type != "int" or (_is_integral(p.min) and _is_integral(p.max)),
             field=".min",
         ),
@@ -226,8 +233,9 @@ class Parameter(SpecModel):
             field=".step",
         ),
         Rule(
-            cel="self.type != 'int' || !has(self.step) || double(int(self.step)) == self.step",
-            message="an int parameter needs a whole-number step",
+            cel="self.type != 'int' || !has(self.step) || (self.step <= 9007199254740992.0"
+            " && double(int(self.step)) == self.step)",
+            message="an int parameter needs a whole-number step (at most 2^53)",
             check=lambda p: p.type != "int" or _is_integral(p.step),
             field=".step",
         ),
