@@ -445,3 +445,21 @@ def test_a_job_that_cannot_be_built_or_sent_fails_its_trial_with_the_reason(
     assert status["phase"] == "Failed"
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["status"] == "True"
+
+
+# ----- issue 22.2 on the operator: how far a finished trial ran survives a rebuild ---------
+
+
+def test_a_finished_trials_last_step_is_kept_on_its_tuningtrial_and_read_back() -> None:
+    op = Operator()
+    op.apply(study())
+    op.reconcile()
+    job = build.trial_name("syn", 0)
+    op.server.run_pod(job, NS)
+    # Reads of its metrics saw nothing; its termination message says it reached step 7.
+    op.server.finish_pod(job, NS, {"metrics": {"loss": 0.5}, "step": 7})
+    op.reconcile()
+
+    trial = op.trial(0)
+    assert trial["status"]["lastStep"] == 7
+    assert build.record_from_trial(trial).last_step == 7

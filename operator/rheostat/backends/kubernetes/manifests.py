@@ -90,6 +90,8 @@ def trial_status(record: TrialRecord) -> Manifest:
         status["reason"] = record.reason
     if record.started_at:
         status["startedAt"] = record.started_at
+    if record.last_step is not None:  # how far it ran, which reads may have missed
+        status["lastStep"] = record.last_step
     return status
 
 
@@ -108,6 +110,7 @@ def record_from_trial(trial: Mapping[str, Any]) -> TrialRecord:
         attempt=int(status.get("attempt", 1)),
         intermediate={int(k): float(v) for k, v in (status.get("intermediate") or {}).items()},
         started_at=float(status.get("startedAt", 0.0)),
+        last_step=int(status["lastStep"]) if status.get("lastStep") is not None else None,
     )
 
 

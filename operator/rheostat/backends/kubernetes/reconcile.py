@@ -40,7 +40,7 @@ from rheostat.backends.kubernetes.observe import (
     TrainingFailed,
     job_state,
 )
-from rheostat.contract import lr_curve, parse_termination_message
+from rheostat.contract import last_step, lr_curve, parse_termination_message
 from rheostat.engine import (
     Action,
     Engine,
@@ -436,7 +436,7 @@ class _Pass:
             return actions + (runtime.engine.observe(event, self.now) if event else [])
         elif isinstance(state, Succeeded):
             message = parse_termination_message(state.termination_message) or {}
-            event = Finished(number, 0, message.get("metrics"))
+            event = Finished(number, 0, message.get("metrics"), step=last_step(message))
         elif isinstance(state, TrainingFailed):
             event = Finished(number, state.exit_code, None, state.message)
         elif isinstance(state, InfrastructureLost):
