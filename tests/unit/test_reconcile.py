@@ -22,6 +22,7 @@ from rheostat.engine import Progress
 from rheostat.spec import StudySpec, study_from_mapping
 from tests.studies import synthetic_study
 from tests.unit.fake_kube import FakeApiServer, apply_merge_patch, controller_uid
+from tests.unit.test_engine import _valley_curve
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -59,9 +60,10 @@ class Operator:
     def reconcile(self, name: str = "syn", spec: StudySpec | None = None) -> dict[str, Any]:
         """One pass, and the status write that follows it; returns the stored status."""
         body = self.study(name)
-        status, events = self.reconciler.reconcile(
-            body, spec or spec_of(body), self.server.children(body), now=self.server.now
-        )
+        spec = spec or spec_of(body)
+        seeds_of = spec.warm_start.from_study if spec.warm_start else None
+        children = self.server.children(body, seeds_of or "")
+        status, events = self.reconciler.reconcile(body, spec, children, now=self.server.now)
         self.events += events
         self.reconciler.write_status(body, status)
         return dict(self.study(name).get("status") or {})
@@ -463,3 +465,35 @@ def test_a_finished_trials_last_step_is_kept_on_its_tuningtrial_and_read_back() 
     trial = op.trial(0)
     assert trial["status"]["lastStep"] == 7
     assert build.record_from_trial(trial).last_step == 7
+
+
+# ----- issue 22.4 on the operator: seeds are told (and said) after the LR range test -------
+
+
+def test_warm_start_events_come_once_the_lr_range_test_has_told_the_seeds() -> None:
+    op = Operator()
+    op.apply(study(maxTrials=3, parallelism=3) | {"metadata": {"name": "earlier"}})
+    op.reconcile("earlier")
+    for number in range(3):
+        op.finish(number, 0.1 * (number + 1), name="earlier")
+    assert op.reconcile("earlier")["phase"] == "Succeeded"
+    document = synthetic_study("syn", lr_test=True, budget={"maxTrials": 2, "parallelism": 1})
+    document["spec"]["lrRangeTest"]["apply"] = "narrow"
+    document["spec"]["warmStart"] = {"fromStudy": "earlier"}
+    op.apply(document)
+    op.events.clear()
+
+    assert op.reconcile()["phase"] == "LrRangeTest"
+    assert "WarmStarted" not in op.reasons()  # nothing told yet: the range may still narrow
+    job = build.lr_test_name("syn")
+    op.server.run_pod(job, NS)
+    lrs, losses = _valley_curve()
+    op.server.finish_pod(job, NS, {"lrRangeTest": {"lrs": lrs, "losses": losses}})
+    status = op.reconcile()
+
+    assert status["phase"] == "Running"
+    [said] = [e.message for e in op.events if e.reason == "WarmStarted"]
+    told = status.get("warmStart", {}).get("seeded", 0)
+    assert said == f"told the sampler {told} trials of study earlier"
+    skipped = [e for e in op.events if e.reason == "WarmStartSkipped"]
+    assert len(skipped) == 3 - told  # every seed is told or said to be skipped

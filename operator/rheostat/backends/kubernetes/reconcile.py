@@ -322,10 +322,11 @@ class _Pass:
         return runtime
 
     def _warm_start_events(self, engine: Engine) -> None:
+        """Say what the seeds told; not before an LR range test ends, when they are told."""
         source = self.spec.warm_start.from_study if self.spec.warm_start else None
-        if source is None:
+        if source is None or engine.phase == "LrRangeTest":
             return
-        for warning in engine.warnings:
+        for warning in engine.drain_warnings():
             self._event("Warning", "WarmStartSkipped", warning)
         told = warm_start.seeded(engine.study)
         self._event("Normal", "WarmStarted", f"told the sampler {told} trials of study {source}")
@@ -393,6 +394,7 @@ class _Pass:
 
     def _finish_lr_test(self, runtime: _Runtime, event: LrRangeFinished) -> None:
         runtime.engine.observe(event, self.now)
+        self._warm_start_events(runtime.engine)  # the seeds are told over the final space
         if runtime.engine.lr_result is not None:
             result = runtime.engine.lr_result
             runtime.lr_curve = lr_phase.stored(result)
