@@ -129,7 +129,17 @@ class FakeApiServer:
             pods=labelled("pods"),
             trials=labelled("tuningtrials"),
             seeds=labelled("tuningtrials", seeds_of) if seeds_of else [],
+            seed_objective=self._objective(namespace, seeds_of) if seeds_of else None,
         )
+
+    def _objective(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A study's first objective, as the operator's `objectives` index holds it."""
+        study = self.get("tuningstudies", namespace, name)
+        if study is None:
+            return None
+        spec = study["spec"]
+        objective = spec.get("objective") or next(iter(spec.get("objectives") or []), None)
+        return dict(objective) if objective else None
 
     def run_pod(self, job_name: str, namespace: str, *, ip: str = "") -> dict[str, Any]:
         """A running pod of the Job, as its controller and the kubelet would make it."""

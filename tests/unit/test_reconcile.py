@@ -497,3 +497,39 @@ def test_warm_start_events_come_once_the_lr_range_test_has_told_the_seeds() -> N
     assert said == f"told the sampler {told} trials of study earlier"
     skipped = [e for e in op.events if e.reason == "WarmStartSkipped"]
     assert len(skipped) == 3 - told  # every seed is told or said to be skipped
+
+
+# ----- issue 22.3 on the operator: a source study that optimised otherwise seeds nothing ---
+
+
+def _finished_source(op: Operator) -> None:
+    op.apply(study(maxTrials=3, parallelism=3) | {"metadata": {"name": "earlier"}})
+    op.reconcile("earlier")
+    for number in range(3):
+        op.finish(number, 0.1 * (number + 1), name="earlier")
+    assert op.reconcile("earlier")["phase"] == "Succeeded"
+
+
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_a_source_study_that_optimised_otherwise_seeds_nothing(direction: str) -> None:
+    op = Operator()
+    _finished_source(op)  # minimised loss
+    document = study(maxTrials=2, parallelism=2)
+    document["spec"]["objective"] = {"metric": "loss", "direction": direction}
+    document["spec"]["warmStart"] = {"fromStudy": "earlier"}
+    op.apply(document)
+    op.events.clear()
+
+    status = op.reconcile()
+
+    refused = [e.message for e in op.events if e.reason == "WarmStartRefused"]
+    told = status.get("warmStart", {}).get("seeded", 0)
+    if direction == "minimize":
+        assert (refused, told) == ([], 3)
+    else:
+        assert told == 0
+        assert refused == [
+            "spec.warmStart.fromStudy: study earlier optimised 'loss' (minimize), this study "
+            "'loss' (maximize); its values would mislead the sampler"
+        ]
+        assert op.server.get(JOBS, NS, "syn-t0") is not None  # the study runs, unseeded

@@ -41,11 +41,14 @@ class Children:
     trials: Sequence[Mapping[str, Any]] = ()
     # TuningTrials of spec.warmStart.fromStudy (same namespace): told, never run.
     seeds: Sequence[Mapping[str, Any]] = ()
+    # That study's (first) objective, {"metric", "direction"}, while it exists: its
+    # values are told as this study's, so what it optimised must be the same.
+    seed_objective: Mapping[str, Any] | None = None
 
     def owned_trials(self, study_uid: str) -> Children:
         """Only the TuningTrials the study owns (Jobs and pods as they were)."""
         trials = [t for t in self.trials if controller_uid(t) == study_uid]
-        return Children(self.jobs, self.pods, trials, self.seeds)
+        return Children(self.jobs, self.pods, trials, self.seeds, self.seed_objective)
 
     def owned_by(self, study_uid: str, trial_uids: Iterable[str] = ()) -> Children:
         """Only what the study owns, directly or through its trials and their Jobs.
@@ -58,7 +61,7 @@ class Children:
         jobs = {name: j for name, j in self.jobs.items() if controller_uid(j) in owners}
         job_uids = {_uid(j) for j in jobs.values()}
         pods = [p for p in self.pods if controller_uid(p) in job_uids]
-        return Children(jobs, pods, trials, self.seeds)
+        return Children(jobs, pods, trials, self.seeds, self.seed_objective)
 
     def pods_by_owner(self) -> dict[str, list[Mapping[str, Any]]]:
         """Pods by their trial (`t<number>`) or role (`lr-range-test`)."""

@@ -126,6 +126,13 @@ async def trials_index(
     return {(namespace, labels[LABEL_STUDY]): dict(body)}
 
 
+@kopf.index(API_GROUP, API_VERSION, STUDIES, id="objectives")
+async def objectives_index(*, namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> Any:
+    """Each study's (first) objective: a study seeded from it must optimise the same."""
+    objective = spec.get("objective") or next(iter(spec.get("objectives") or []), None)
+    return {(namespace, name): dict(objective)} if objective else None
+
+
 # ----- what wakes a study -----------------------------------------------------------
 
 
@@ -177,6 +184,7 @@ async def drive(
     jobs: kopf.Index[StudyKey, Any] = indexes["jobs"]
     pods: kopf.Index[StudyKey, Any] = indexes["pods"]
     trials: kopf.Index[StudyKey, Any] = indexes["trials"]
+    objectives: kopf.Index[StudyKey, Any] = indexes["objectives"]
     while not stopped:
         # Looked up each time: a predecessor's DELETED event, handled after this study
         # (same name) started, drops the key's Event, and a held one would never fire.
@@ -189,6 +197,7 @@ async def drive(
             pods=list(pods.get(key, [])),
             trials=list(trials.get(key, [])),
             seeds=list(trials.get((namespace, _seed_study(study)), [])),
+            seed_objective=next(iter(objectives.get((namespace, _seed_study(study)), [])), None),
         )
         try:
             delay = await asyncio.to_thread(drive_once, study, children)

@@ -311,6 +311,10 @@ class _Pass:
         records = [build.record_from_trial(t) for t in trials]
         stored_lr = ((self.body.get("status") or {}).get("lrRangeTest") or {}).get("curve")
         seeds = [build.record_from_trial(t) for t in self.children.seeds]
+        refused = self._seeds_refused() if seeds else None
+        if refused:
+            self._event("Warning", "WarmStartRefused", refused)
+            seeds = []
         engine = Engine.rebuild(self.spec, records, stored_lr, seeds)
         runtime = _Runtime(engine=engine, lr_curve=stored_lr)
         for trial in trials:
@@ -320,6 +324,20 @@ class _Pass:
             self._event("Normal", "Resumed", f"rebuilt the study from {len(records)} TuningTrials")
         self._warm_start_events(engine)
         return runtime
+
+    def _seeds_refused(self) -> str | None:
+        """Why the source study's trials may not seed this one (another metric or direction).
+
+        The twin of a local run's refusal; the study then runs unseeded, with a Warning
+        naming spec.warmStart.fromStudy. A source study that is gone (its TuningTrials
+        left) cannot be checked: its trials are told as they are.
+        """
+        objective = self.children.seed_objective
+        source = self.spec.warm_start.from_study if self.spec.warm_start else None
+        if objective is None or source is None:
+            return None
+        metric, direction = objective.get("metric"), str(objective.get("direction", ""))
+        return warm_start.mismatch(self.spec, f"study {source}", metric, direction)
 
     def _warm_start_events(self, engine: Engine) -> None:
         """Say what the seeds told; not before an LR range test ends, when they are told."""
