@@ -58,3 +58,32 @@ def test_a_study_warm_started_from_another_studys_trials(
     )
     messages = {e.reason: e.message for e in events.items}
     assert messages["WarmStarted"] == "told the sampler 3 trials of study before"
+
+
+def test_a_source_study_that_optimised_the_other_way_seeds_nothing(
+    admin_api: client.ApiClient, namespace: str, operator: OperatorProcess
+) -> None:
+    create_study(admin_api, namespace, synthetic_study("lossy"))  # minimises loss
+    source = wait_for_phase(
+        admin_api, namespace, "lossy", {"Succeeded", "Failed"}, seconds=180, operator=operator
+    )
+    assert source["status"]["phase"] == "Succeeded", source["status"]
+
+    document = synthetic_study("upside", budget={"maxTrials": 2, "parallelism": 2})
+    document["spec"]["objective"] = {"metric": "loss", "direction": "maximize"}
+    document["spec"]["warmStart"] = {"fromStudy": "lossy"}
+    create_study(admin_api, namespace, document)
+    after = wait_for_phase(
+        admin_api, namespace, "upside", {"Succeeded", "Failed"}, seconds=240, operator=operator
+    )
+    status = after["status"]
+    assert status["phase"] == "Succeeded", status  # it ran, unseeded
+    assert status.get("warmStart", {}).get("seeded", 0) == 0
+    assert [t["spec"]["number"] for t in trials(admin_api, namespace, "upside")] == [0, 1]
+    events = client.CoreV1Api(admin_api).list_namespaced_event(
+        namespace, field_selector="involvedObject.name=upside"
+    )
+    messages = {e.reason: e.message for e in events.items}
+    refused = messages["WarmStartRefused"]
+    assert "spec.warmStart.fromStudy: study lossy optimised 'loss' (minimize)" in refused
+    assert messages["WarmStarted"] == "told the sampler 0 trials of study lossy"
