@@ -41,11 +41,15 @@ def release(real_cluster: RealCluster, namespace: str, tmp_path: Path) -> Iterat
 
 
 def _get(core: client.CoreV1Api, namespace: str, path: str) -> Any:
-    """GET through the API server's proxy to the dashboard's Service."""
-    text = core.connect_get_namespaced_service_proxy_with_path(
-        f"{SERVICE}:http", namespace, path, _preload_content=True
+    """GET through the API server's proxy to the dashboard's Service.
+
+    The raw body: with its content preloaded, the client turns a JSON answer into a
+    dict and hands back that dict's str(), which is no longer JSON.
+    """
+    response = core.connect_get_namespaced_service_proxy_with_path(
+        f"{SERVICE}:http", namespace, path, _preload_content=False
     )
-    return json.loads(text if isinstance(text, str) else text.decode())
+    return json.loads(response.data)
 
 
 def test_the_charts_dashboard_serves_the_clusters_study(
