@@ -345,13 +345,11 @@ def test_a_trials_children_end_with_the_trial(tmp_path: Path, write_study: Write
         _kill_leftovers(marker)
 
 
-def test_trainers_and_their_children_die_with_a_killed_tuner(
-    tmp_path: Path, write_study: WriteStudy
-) -> None:
-    marker = "--seed=330517"
-    document = _with_children(
-        "killed", marker, ["--fault", "hang"], {"maxTrials": 2, "parallelism": 2}
-    )
+def _start_hung_run(
+    name: str, marker: str, tmp_path: Path, write_study: WriteStudy
+) -> tuple[subprocess.Popen[str], Path]:
+    """`rheostat run` of two trials that hang, each with two children; and its work folder."""
+    document = _with_children(name, marker, ["--fault", "hang"], {"maxTrials": 2, "parallelism": 2})
     workdir = tmp_path / "work"
     run = subprocess.Popen(
         _command(write_study(document), workdir),
@@ -359,6 +357,14 @@ def test_trainers_and_their_children_die_with_a_killed_tuner(
         stderr=subprocess.PIPE,
         text=True,
     )
+    return run, workdir
+
+
+def test_trainers_and_their_children_die_with_a_killed_tuner(
+    tmp_path: Path, write_study: WriteStudy
+) -> None:
+    marker = "--seed=330517"
+    run, workdir = _start_hung_run("killed", marker, tmp_path, write_study)
     try:
         pids = _wait_for_hung_trials(workdir, marker, 2)
         assert len(pids) == 6, "two trainers, two children each"
@@ -373,16 +379,7 @@ def test_a_closed_terminal_stops_every_trial_and_keeps_the_study(
     tmp_path: Path, write_study: WriteStudy
 ) -> None:
     marker = "--seed=129129"
-    document = _with_children(
-        "hangup", marker, ["--fault", "hang"], {"maxTrials": 2, "parallelism": 2}
-    )
-    workdir = tmp_path / "work"
-    run = subprocess.Popen(
-        _command(write_study(document), workdir),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    run, workdir = _start_hung_run("hangup", marker, tmp_path, write_study)
     try:
         pids = _wait_for_hung_trials(workdir, marker, 2)
         run.send_signal(signal.SIGHUP)
