@@ -140,7 +140,9 @@ bench-smoke: $(STAMP)
 # One CUDA GPU, <= 5 min: a study through `rheostat run` and report()'s per-step overhead,
 # into bench/results/gpu.md. Without CUDA it says so and exits 0.
 .PHONY: gpu-check
-gpu-check: $(STAMP)
+# A lent GPU machine has its own torch and no package index: there, install the
+# project's wheels beside that torch and run `make gpu-check PY=python3 NO_VENV=1`.
+gpu-check: $(if $(NO_VENV),,$(STAMP))
 	$(PY) -m bench.gpu_check
 
 clean:
