@@ -20,7 +20,7 @@ from rheostat.backends.kubernetes.kube import merge_patch
 from rheostat.backends.kubernetes.reconcile import Reconciler, StudyEvent
 from rheostat.engine import Progress
 from rheostat.spec import StudySpec, study_from_mapping
-from tests.studies import synthetic_study
+from tests.studies import synthetic_study, tradeoff_study
 from tests.unit.fake_kube import FakeApiServer, apply_merge_patch, controller_uid
 from tests.unit.test_engine import _valley_curve
 
@@ -610,3 +610,35 @@ def test_the_eta_survives_an_operator_restart_and_goes_when_the_study_ends() -> 
     assert final["phase"] == "Succeeded"
     assert "etaSeconds" not in final
     assert "eta" not in final["display"]
+
+
+# ----- issue 19: a multi-objective study exports its front for the Grafana panels ------------
+
+
+def test_a_multi_objective_study_exports_its_front_size_and_each_objectives_best() -> None:
+    op = Operator()
+    document = tradeoff_study("mo", lr_test=False, budget={"maxTrials": 4, "parallelism": 3})
+    body = op.apply(document)
+    op.reconcile("mo")
+    for number, (loss, cost) in enumerate([(0.5, 3.0), (0.2, 5.0), (0.6, 4.0)]):
+        job = build.trial_name("mo", number)
+        op.server.run_pod(job, NS)
+        op.server.finish_pod(job, NS, {"metrics": {"loss": loss, "cost": cost}})
+
+    status = op.reconcile("mo")
+
+    assert status["paretoFront"]["size"] == 2  # trial 2 is dominated by trial 0
+    assert status["paretoFront"]["best"] == {"loss": 0.2, "cost": 3.0}
+    registry = op.reconciler.metrics.registry
+    labels = {"namespace": NS, "study": "mo"}
+    assert registry.get_sample_value("rheostat_study_pareto_front_size", labels) == 2
+    for objective, best in (("loss", 0.2), ("cost", 3.0)):
+        sample = registry.get_sample_value(
+            "rheostat_study_objective_best", {**labels, "objective": objective}
+        )
+        assert sample == best
+    assert "rheostat_study_best_value" not in _series(op, "mo")  # no single best
+
+    op.reconciler.forget(body["metadata"]["uid"], NS, "mo")
+
+    assert _series(op, "mo") == []

@@ -209,6 +209,9 @@ class Reconciler:
         for state in ("running", "complete", "pruned", "failed"):
             count = status["trials"][state]
             metrics.finished_trials.labels(namespace, name, state).set(count)
+        front = status.get("paretoFront")
+        if front is not None:
+            metrics.set_front(namespace, name, front["size"], front.get("best") or {})
         suggested = (status.get("lrRangeTest") or {}).get("suggestedLr")
         if suggested is not None:
             metrics.lr_suggestion.labels(namespace, name).set(suggested)
