@@ -95,7 +95,7 @@ RULES: tuple[Rule, ...] = (
         "ParallelismFull",
         _slots_full,
         lambda f: (
-            f"all {f.parallelism} parallel slots are busy (budget.parallelism); "
+            f"every parallel slot is busy (budget.parallelism={f.parallelism}); "
             "the next trial starts when one ends"
         ),
     ),
@@ -103,7 +103,7 @@ RULES: tuple[Rule, ...] = (
         "MaxTrialsLaunched",
         _all_launched,
         lambda f: (
-            f"all {f.target} trials are launched (budget.maxTrials); "
+            f"every trial of the budget is launched (budget.maxTrials={f.target}); "
             f"waiting for the last {_trials(f.running)} to end"
         ),
     ),

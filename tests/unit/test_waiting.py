@@ -64,14 +64,17 @@ def test_trials_whose_pods_have_not_started_are_starting() -> None:
 def test_every_parallel_slot_busy() -> None:
     (reason,) = why_waiting(facts(running=4))
     assert reason.name == "ParallelismFull"
-    assert "all 4 parallel slots are busy (budget.parallelism)" in reason.message
+    assert reason.message == (
+        "every parallel slot is busy (budget.parallelism=4); the next trial starts when one ends"
+    )
 
 
 def test_every_trial_of_the_budget_launched() -> None:
     (reason,) = why_waiting(facts(running=2, finished=8))
     assert reason.name == "MaxTrialsLaunched"
     assert reason.message == (
-        "all 10 trials are launched (budget.maxTrials); waiting for the last 2 trials to end"
+        "every trial of the budget is launched (budget.maxTrials=10); "
+        "waiting for the last 2 trials to end"
     )
 
 
