@@ -293,7 +293,7 @@ class LrRangeTest(SpecModel):
             "narrow: search around the suggestion; fix: use the suggestion for every "
             "trial; report: record it and leave the range alone; schedule: for a "
             "cyclical schedule (one-cycle, cyclic LR), the parameter is the peak LR, "
-            "searched within half a decade of the steepest descent's upper end, and "
+            "searched within half a decade of the range test's peak, and "
             "each trial gets RHEOSTAT_LR_BASE and RHEOSTAT_LR_PEAK."
         ),
     )
