@@ -582,7 +582,9 @@ class _Pass:
                 self.trial_objects[number] = trial
                 runtime.trial_uids[number] = str(trial["metadata"]["uid"])
                 self._write_record(runtime, record)
-            job = build.trial_job(self.body, self.spec, trial, trial["spec"]["params"])
+            params = trial["spec"]["params"]
+            schedule = lr_phase.trial_schedule(self.spec, runtime.engine.lr_result, params)
+            job = build.trial_job(self.body, self.spec, trial, params, schedule)
             created = self.kube.create_job(job)
         except NameTakenError:
             return []
