@@ -30,14 +30,17 @@ from bench.common import fmt, init_torch_worker, markdown_table, run_jobs, write
 from bench.lr_advice import (
     BAND_POINTS,
     FULL,
+    HELD_OUT,
     SMOKE,
     SWEEP,
     WORKLOADS,
     Sizes,
+    Workload,
     _setup,
     band,
     grid,
     score_suggestion,
+    workload,
 )
 
 #: ``OneCycleLR``'s default ``div_factor``: the ground-truth grid starts each cycle here.
@@ -63,7 +66,7 @@ def run_job(job: Job) -> dict[str, Any]:
     from rheostat_trainer.examples import digits
     from rheostat_trainer.lr_finder import lr_range_test
 
-    w = next(x for x in WORKLOADS if x.name == job.workload)
+    w = workload(job.workload)
     model, optimizer, (x_train, y_train, x_val, y_val) = _setup(w, job.peak, job.seed)
     shuffle = torch.Generator().manual_seed(job.seed)
     loss_fn = nn.CrossEntropyLoss()
@@ -99,12 +102,18 @@ def advised(lrs: Sequence[float], losses: Sequence[float]) -> tuple[float, float
         return None
 
 
-def collect(sizes: Sizes, out: Path, workers: int) -> dict[str, Any]:
+def collect(
+    sizes: Sizes,
+    out: Path,
+    workers: int,
+    chosen: Sequence[Workload] = WORKLOADS,
+    name: str = "lr_schedule",
+) -> dict[str, Any]:
     """Phase 1: the peak grid and the LR tests; phase 2: one-cycle at the advice."""
     start = time.monotonic()
     peaks = grid(sizes)
     first: list[Job] = []
-    for w in WORKLOADS:
+    for w in chosen:
         epochs = max(1, round(w.epochs * sizes.epochs_scale))
         first += [
             Job(w.name, "train", p / DEFAULT_DIV, p, s, epochs)
@@ -112,12 +121,10 @@ def collect(sizes: Sizes, out: Path, workers: int) -> dict[str, Any]:
             for s in range(sizes.seeds)
         ]
         first += [Job(w.name, "lr_test", 0.0, 0.0, s, 0) for s in range(sizes.lr_test_seeds)]
-    results = run_jobs(
-        "lr_schedule", out, first, run_job, workers=workers, initializer=init_torch_worker
-    )
+    results = run_jobs(name, out, first, run_job, workers=workers, initializer=init_torch_worker)
     workloads: list[dict[str, Any]] = []
     second: list[Job] = []
-    for w in WORKLOADS:
+    for w in chosen:
         epochs = max(1, round(w.epochs * sizes.epochs_scale))
         mine = [(j, r) for j, r in zip(first, results, strict=True) if j.workload == w.name]
         scores: dict[str, list[float]] = {}
@@ -136,7 +143,7 @@ def collect(sizes: Sizes, out: Path, workers: int) -> dict[str, Any]:
                     ]
         workloads.append({**asdict(w), "title": w.title(), "grid": scores, "curves": curves})
     trained = run_jobs(
-        "lr_schedule_advised", out, second, run_job, workers=workers, initializer=init_torch_worker
+        f"{name}_advised", out, second, run_job, workers=workers, initializer=init_torch_worker
     )
     for w in workloads:
         for curve in w["curves"]:
@@ -206,11 +213,12 @@ def score(raw: dict[str, Any], constant: dict[str, Any] | None) -> dict[str, Any
     }
 
 
-def render(raw: dict[str, Any], out: Path) -> dict[str, Any]:
-    constant_path = out / "lr_advice_raw.json"
+def render(raw: dict[str, Any], out: Path, name: str = "lr_schedule") -> dict[str, Any]:
+    held_out = name.endswith("_heldout")
+    constant_path = out / ("lr_advice_heldout_raw.json" if held_out else "lr_advice_raw.json")
     constant = json.loads(constant_path.read_text()) if constant_path.exists() else None
     scored = score(raw, constant)
-    write_json(out / "lr_schedule.json", scored)
+    write_json(out / f"{name}.json", scored)
     rows = []
     for w in scored["workloads"]:
         b, cb = w["band"], w["constant_band"]
@@ -256,12 +264,12 @@ def render(raw: dict[str, Any], out: Path) -> dict[str, Any]:
             f"of {len(scored['workloads'])} workloads; {raw['workers']} workers, "
             f"{raw['seconds']:.0f} s.",
             "",
-            "![one-cycle accuracy against peak LR](lr_schedule.png)",
+            f"![one-cycle accuracy against peak LR]({name}.png)",
             "",
         ]
     )
-    (out / "lr_schedule.md").write_text(text, encoding="utf-8")
-    plot(raw, scored, out / "lr_schedule.png")
+    (out / f"{name}.md").write_text(text, encoding="utf-8")
+    plot(raw, scored, out / f"{name}.png")
     return scored
 
 
@@ -309,15 +317,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--render", action="store_true", help="re-score the stored raw JSON")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--held-out", action="store_true", help="the workloads no rule was tuned on"
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    raw_path = args.out / "lr_schedule_raw.json"
+    name = "lr_schedule_heldout" if args.held_out else "lr_schedule"
+    raw_path = args.out / f"{name}_raw.json"
     if args.render:
         raw = json.loads(raw_path.read_text(encoding="utf-8"))
     else:
-        raw = collect(SMOKE if args.smoke else FULL, args.out, args.workers)
+        chosen = HELD_OUT if args.held_out else WORKLOADS
+        raw = collect(SMOKE if args.smoke else FULL, args.out, args.workers, chosen, name)
         write_json(raw_path, raw)
-    scored = render(raw, args.out)
+    scored = render(raw, args.out, name)
     print(
         f"schedule advice: peak in band on {scored['workloads_in_band']} of "
         f"{len(scored['workloads'])} workloads"
