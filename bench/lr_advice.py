@@ -224,6 +224,11 @@ def score(raw: dict[str, Any]) -> dict[str, Any]:
         curves: list[dict[str, Any]] = []
         for curve in w["curves"]:
             rules: dict[str, Any] = {}
+            try:
+                lr_range.analyse(curve["lrs"], curve["losses"], bounds=SEARCH_RANGE)
+            except lr_range.LrRangeError as refusal:  # no advice: the study searches its range
+                curves.append({"seed": curve["seed"], "refused": str(refusal), "rules": {}})
+                continue
             for rule in lr_range.SUGGESTION_RULES:
                 res = lr_range.analyse(curve["lrs"], curve["losses"], rule, bounds=SEARCH_RANGE)
                 if res.rule != rule:
@@ -241,7 +246,7 @@ def score(raw: dict[str, Any]) -> dict[str, Any]:
         covered = 0
         outside: list[float] = []
         for w in per_workload:
-            got = [c["rules"][rule] for c in w["curves"] if c["rules"][rule] is not None]
+            got = [c["rules"][rule] for c in w["curves"] if c["rules"].get(rule) is not None]
             # A workload counts when the median seed's suggestion is in band.
             if got and sum(g["in_band"] for g in got) * 2 > len(got):
                 hits += 1
@@ -299,8 +304,14 @@ def render(raw: dict[str, Any], out: Path, name: str = "lr_advice") -> dict[str,
         headers = ["rule", "suggestions (per seed)", "in band", "decades off (median)"]
         headers += ["narrowed range (median)", "covers band", "decades outside (median)"]
         rows = []
+        refused = [c for c in w["curves"] if "refused" in c]
+        if refused:
+            lines.append(
+                f"No advice from {len(refused)} of {len(w['curves'])} curves (a study then "
+                f"searches its whole range): {refused[0]['refused']}\n"
+            )
         for rule in lr_range.SUGGESTION_RULES:
-            got = [c["rules"][rule] for c in w["curves"] if c["rules"][rule] is not None]
+            got = [c["rules"][rule] for c in w["curves"] if c["rules"].get(rule) is not None]
             if not got:
                 rows.append([rule, "none", "—", "—", "—", "—", "—"])
                 continue
@@ -347,7 +358,7 @@ def plot(scored: dict[str, Any], path: Path) -> None:
         ax.plot(lrs, list(b["medians"].values()), "k.-", lw=1)
         ax.axvspan(b["edge_lo"], b["edge_hi"], color="tab:green", alpha=0.2, label="good band")
         for i, (rule, marker) in enumerate(markers.items()):
-            got = [c["rules"][rule]["lr"] for c in w["curves"] if c["rules"][rule] is not None]
+            got = [c["rules"][rule]["lr"] for c in w["curves"] if c["rules"].get(rule) is not None]
             ax.plot(got, [0.05 + 0.05 * i] * len(got), marker, ls="", label=rule, alpha=0.8)
         ax.set_xscale("log")
         ax.set_ylim(0, 1)

@@ -176,11 +176,14 @@ def score(raw: dict[str, Any], constant: dict[str, Any] | None) -> dict[str, Any
         b = band({float(lr): v for lr, v in w["grid"].items()}, step)
         curves = []
         for curve in w["curves"]:
-            if curve["advised"] is None:
+            # The rules as they are now; the trainings ran at the advice of their day.
+            now = advised(curve["lrs"], curve["losses"])
+            if now is None:
                 curves.append({"seed": curve["seed"], "advised": None})
                 continue
-            base, peak = curve["advised"]
-            accuracy = curve.get("advised_accuracy") or []
+            base, peak = now
+            trained = curve["advised"] is not None and tuple(curve["advised"]) == now
+            accuracy = (curve.get("advised_accuracy") or []) if trained else []
             curves.append(
                 {
                     "seed": curve["seed"],
@@ -191,6 +194,7 @@ def score(raw: dict[str, Any], constant: dict[str, Any] | None) -> dict[str, Any
             )
         usable = [c for c in curves if c["advised"] is not None]
         in_band = sum(1 for c in usable if c["peak"]["in_band"])
+        refused = len(curves) - len(usable)
         medians = [c["median_accuracy"] for c in usable if c["median_accuracy"] is not None]
         workloads.append(
             {
@@ -199,7 +203,8 @@ def score(raw: dict[str, Any], constant: dict[str, Any] | None) -> dict[str, Any
                 "band": b,
                 "constant_band": constant_bands.get(w["name"]),
                 "curves": curves,
-                "peak_in_band": f"{in_band}/{len(curves)}",
+                "peak_in_band": f"{in_band}/{len(curves)}"
+                + (f" ({refused} no advice)" if refused else ""),
                 "in_band_majority": in_band * 2 > len(curves),
                 "advised_median_accuracy": statistics.median(medians) if medians else None,
                 "shortfall": b["best_median"] - statistics.median(medians) if medians else None,
@@ -223,6 +228,7 @@ def render(raw: dict[str, Any], out: Path, name: str = "lr_schedule") -> dict[st
     for w in scored["workloads"]:
         b, cb = w["band"], w["constant_band"]
         advice = [c["advised"] for c in w["curves"] if c["advised"]]
+        advice_text = "; ".join(f"{fmt(a[0])} / {fmt(a[1])}" for a in advice) or "none"
         rows.append(
             [
                 w["name"],
@@ -230,7 +236,7 @@ def render(raw: dict[str, Any], out: Path, name: str = "lr_schedule") -> dict[st
                 f"{fmt(cb['lo'])} .. {fmt(cb['hi'])} (best {fmt(cb['best_median'], 4)})"
                 if cb
                 else "-",
-                "; ".join(f"{fmt(a[0])} / {fmt(a[1])}" for a in advice) or "none",
+                advice_text,
                 w["peak_in_band"],
                 fmt(w["advised_median_accuracy"], 4),
                 fmt(w["shortfall"], 4),
@@ -290,8 +296,8 @@ def plot(raw: dict[str, Any], scored: dict[str, Any], path: Path) -> None:
         if w["curves"]:
             curve = w["curves"][0]
             top.plot(curve["lrs"], smooth(curve["losses"]), color="tab:blue")
-            if curve["advised"]:
-                for lr in curve["advised"]:
+            if s["curves"] and s["curves"][0]["advised"]:  # the rules as they are now
+                for lr in s["curves"][0]["advised"]:
                     top.axvline(lr, color="tab:purple", linestyle="--")
         top.set_xscale("log")
         top.set_title(w["name"], fontsize=9)

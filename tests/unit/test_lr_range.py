@@ -208,13 +208,21 @@ def test_rules_without_a_descent_raise_and_analyse_falls_back() -> None:
         valley(lrs, rising)
     with pytest.raises(LrRangeError, match="never decreases"):
         steep(lrs, rising)
-    result = analyse(lrs, rising, rule="valley")
-    assert result.rule == "minimum"
-    assert "valley" not in result.suggestions
-    # Even the smallest lr makes things worse: the range shrinks towards the bottom.
-    assert result.suggested_lr == pytest.approx(lrs[4] / 10)
-    assert result.lower == lrs[0]
-    assert result.upper == pytest.approx(lrs[4] / math.sqrt(10))
+
+
+@pytest.mark.parametrize(
+    "losses",
+    [
+        [1.0 + i for i in range(40)],  # rising from the first step
+        [2.30 + 0.002 * math.sin(i) for i in range(40)],  # flat: a deep net that never learns
+    ],
+)
+def test_a_curve_without_a_real_descent_gives_no_advice(losses: list[float]) -> None:
+    """Held-out deep SGD nets stayed flat over the whole sweep and every rule advised
+    noise (1e-6); a curve whose smoothed loss never falls 1 % is refused with a reason."""
+    lrs = exponential_schedule(1e-5, 1, 40)
+    with pytest.raises(LrRangeError, match="no descent to advise from"):
+        analyse(lrs, losses)
 
 
 # ------------------------------------------------------------------ trimming and NaN
@@ -222,7 +230,7 @@ def test_rules_without_a_descent_raise_and_analyse_falls_back() -> None:
 
 def test_trimming_ignores_the_warm_up_and_the_tail() -> None:
     lrs = exponential_schedule(1e-6, 1, 50)
-    losses = [1.0] * 50
+    losses = [2.0 - i / 50 for i in range(50)]  # a descent all the way
     losses[0] = -100.0  # a first point that would otherwise be the minimum
     losses[-1] = -100.0  # so would a last one
     result = analyse(lrs, losses, rule="minimum", beta=0.0)
@@ -386,8 +394,6 @@ def test_no_descent_means_no_schedule() -> None:
     rising = [1.0 + i for i in range(50)]
     with pytest.raises(LrRangeError, match="never decreases"):
         schedule_bounds(lrs, rising)
-    assert analyse(lrs, rising).schedule is None
-    assert "schedule" not in analyse(lrs, rising).to_dict()
 
 
 def test_the_schedule_is_kept_in_the_json_form() -> None:
