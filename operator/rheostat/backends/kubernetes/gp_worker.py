@@ -175,9 +175,15 @@ class AskServer:
                 except (EOFError, OSError):
                     return  # the operator hung up (or a probe only connected)
                 except Exception as error:  # unpicklable: another release of this code
-                    connection.send(AskFailure("error", f"cannot read the ask: {error!r}"))
-                    continue
-                connection.send(self._reply(request))
+                    reply: AskReply | AskFailure = AskFailure(
+                        "error", f"cannot read the ask: {error!r}"
+                    )
+                else:
+                    reply = self._reply(request)
+                try:
+                    connection.send(reply)
+                except OSError:
+                    return  # the operator gave up waiting (its own timeout) and hung up
 
     def _reply(self, request: object) -> AskReply | AskFailure:
         if not isinstance(request, AskRequest):
