@@ -66,7 +66,7 @@ checkov: $(CHECKOV_VENV)/.installed control-plane
 	for values in "" charts/rheostat/ci/*-values.yaml; do \
 	  name=$$(basename "$${values:-chart-defaults}" .yaml); \
 	  PATH="$(TOOLS_PATH)" helm template rheostat charts/rheostat --namespace rheostat \
-	    $${values:+-f "$$values"} --set networkPolicy.enabled=true --set dashboard.enabled=true > "build/checkov/$$name.yaml" || exit 1; \
+	    $${values:+-f "$$values"} --set networkPolicy.enabled=true --set dashboard.enabled=true --set gpWorker.enabled=true > "build/checkov/$$name.yaml" || exit 1; \
 	done
 	$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download --config-file charts/rheostat/.checkov.yaml \
 	  --directory build/checkov

@@ -6,16 +6,19 @@
 #   localhost/rheostat/pause:dev             the pod sandbox (hack/pause, FROM scratch)
 #   localhost/rheostat/operator:dev          from ./Dockerfile
 #   localhost/rheostat/trainer:dev           from ./trainer_image/Dockerfile
+#   localhost/rheostat/gp-worker:dev         from ./gp-worker.Dockerfile (the `bayesian`
+#                                           sampler's GP asks, a sidecar of the operator)
 #   localhost/rheostat/curl:dev              the chart's `helm test` image (hack/images/)
 #
 # and export them into one OCI layout folder (hack/oci_export.py) that the test
 # cluster's real node imports into its containerd (tests/cluster/real_node.py).
 #
 # Why this shape: no registry is reachable, so `FROM python:3.11-slim` is satisfied
-# by the BASE_IMAGE build argument and every build runs with --pull-never. torch
-# (PyPI's Linux wheel brings several GB of CUDA libraries) sits in one layer that
-# both Dockerfiles produce with the same instructions, so buildah's layer cache
-# builds it once and containerd stores and unpacks it once; a code-only change
+# by the BASE_IMAGE build argument and every build runs with --pull-never. The
+# operator image has no torch. torch (PyPI's Linux wheel brings several GB of CUDA
+# libraries) sits in one layer that the trainer and GP worker Dockerfiles produce
+# with the same instructions, so buildah's layer cache builds it once and containerd
+# stores and unpacks it once; a code-only change
 # rebuilds only the small top layers. crun refuses this machine's hybrid cgroup
 # layout, hence --runtime runc.
 #
@@ -52,6 +55,7 @@ BASE_TAG=localhost/rheostat/python:3.11-bookworm
 PAUSE_TAG=localhost/rheostat/pause:dev
 OPERATOR_TAG=localhost/rheostat/operator:dev
 TRAINER_TAG=localhost/rheostat/trainer:dev
+GP_WORKER_TAG=localhost/rheostat/gp-worker:dev
 CURL_TAG=localhost/rheostat/curl:dev
 RUNTIME=/usr/sbin/runc
 
@@ -171,8 +175,10 @@ main() {
   timed "pause" build_pause
   timed "operator" bud "${OPERATOR_TAG}" Dockerfile
   timed "trainer" bud "${TRAINER_TAG}" trainer_image/Dockerfile
+  timed "gp-worker" bud "${GP_WORKER_TAG}" gp-worker.Dockerfile
   timed "curl" bud "${CURL_TAG}" hack/images/curl.Dockerfile
-  timed "export" export_images "${PAUSE_TAG}" "${OPERATOR_TAG}" "${TRAINER_TAG}" "${CURL_TAG}"
+  timed "export" export_images "${PAUSE_TAG}" "${OPERATOR_TAG}" "${TRAINER_TAG}" \
+    "${GP_WORKER_TAG}" "${CURL_TAG}"
   buildah images --format '{{.Name}}:{{.Tag}} {{.Size}}' | grep -E '^localhost/rheostat/' >&2 || true
   log "total $((SECONDS - start))s; OCI layout in ${IMAGE_DIR}/layout ($(du -sh "${IMAGE_DIR}/layout" | cut -f1))"
 }

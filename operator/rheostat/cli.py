@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -185,6 +186,13 @@ def cmd_operator(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_gp_worker(args: argparse.Namespace) -> int:
+    """The operator's GP ask worker (a sidecar from an image with torch)."""
+    from rheostat.backends.kubernetes.gp_worker import serve
+
+    return serve(args.socket)
+
+
 def _cluster_commands(commands: Any) -> None:
     """The commands that read a study from the cluster the kubeconfig points at."""
     where = argparse.ArgumentParser(add_help=False)
@@ -268,6 +276,15 @@ def build_parser(prog: str = "rheostat") -> argparse.ArgumentParser:
     operator.add_argument("--liveness", default="http://0.0.0.0:8081/healthz", help="'' for none")
     operator.add_argument("--verbose", action="store_true")
     operator.set_defaults(handler=cmd_operator)
+    gp_worker = commands.add_parser(
+        "gp-worker", help="serve the operator's bayesian (GP) asks on a Unix socket (needs torch)"
+    )
+    gp_worker.add_argument(
+        "--socket",
+        default=os.environ.get("RHEOSTAT_GP_WORKER_SOCKET") or "/run/rheostat-gp/ask.sock",
+        help="the socket's path, in a volume shared with the operator container",
+    )
+    gp_worker.set_defaults(handler=cmd_gp_worker)
     _cluster_commands(commands)
     return parser
 

@@ -57,7 +57,7 @@ CGROUP_ROOT = "rheostat-real"
 CGROUP_FS = Path("/sys/fs/cgroup")
 RECORD = "real-node.json"
 # Images the harness loads into the node (hack/build-images.sh exports them).
-IMAGES = ("pause", "operator", "trainer", "curl")
+IMAGES = ("pause", "operator", "trainer", "gp-worker", "curl")
 PAUSE_IMAGE = "localhost/rheostat/pause:dev"
 # Paths the kubelet and containerd hard-code, whatever their configuration says.
 FIXED_PATHS = (

@@ -19,7 +19,7 @@ import yaml
 from kubernetes import client
 
 from tests.cluster.polling import wait_for
-from tests.containers.conftest import CURL_IMAGE, OPERATOR_IMAGE, TRAINER_IMAGE
+from tests.containers.conftest import CURL_IMAGE, GP_WORKER_IMAGE, OPERATOR_IMAGE, TRAINER_IMAGE
 from tests.studies import synthetic_study
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,6 +62,13 @@ def values(namespace: str, **overrides: Any) -> dict[str, Any]:
         "tests": {"image": {"repository": curl_repository, "tag": curl_tag, "pullPolicy": "Never"}},
     }
     return {**base, **overrides}
+
+
+def gp_worker_values() -> dict[str, Any]:
+    """``gpWorker`` enabled with the GP worker image built here (a ``values`` override)."""
+    repository, tag = GP_WORKER_IMAGE.rsplit(":", 1)
+    image = {"repository": repository, "tag": tag, "pullPolicy": "Never"}
+    return {"enabled": True, "image": image}
 
 
 def helm_apply(

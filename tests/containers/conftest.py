@@ -39,6 +39,7 @@ CONTAINERS_DIR = Path(__file__).parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TRAINER_IMAGE = "localhost/rheostat/trainer:dev"
 OPERATOR_IMAGE = "localhost/rheostat/operator:dev"
+GP_WORKER_IMAGE = "localhost/rheostat/gp-worker:dev"
 CURL_IMAGE = "localhost/rheostat/curl:dev"
 GPUS = 2
 
@@ -189,4 +190,11 @@ def wait_pod_done(
     return wait
 
 
-__all__ = ["CURL_IMAGE", "GPUS", "NODE_NAME", "OPERATOR_IMAGE", "TRAINER_IMAGE"]
+__all__ = [
+    "CURL_IMAGE",
+    "GPUS",
+    "GP_WORKER_IMAGE",
+    "NODE_NAME",
+    "OPERATOR_IMAGE",
+    "TRAINER_IMAGE",
+]

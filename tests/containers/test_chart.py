@@ -24,6 +24,7 @@ from tests.containers.chart import (
     RELEASE,
     RESTRICTED,
     VERSION,
+    gp_worker_values,
     helm_apply,
     operator_pods,
     pods_per_trial,
@@ -39,10 +40,12 @@ from tests.studies import synthetic_study
 
 @pytest.fixture
 def release(
-    real_cluster: RealCluster, namespace: str, tmp_path: Path
+    request: pytest.FixtureRequest, real_cluster: RealCluster, namespace: str, tmp_path: Path
 ) -> Iterator[tuple[str, float]]:
-    """The chart installed with the operator image; (namespace, seconds `--wait` took)."""
-    took = helm_apply("install", namespace, tmp_path)
+    """The chart installed with the operator image, and the GP worker sidecar when the
+    test asks for it (indirect parametrisation); (namespace, seconds `--wait` took)."""
+    overrides = {"gpWorker": gp_worker_values()} if getattr(request, "param", False) else {}
+    took = helm_apply("install", namespace, tmp_path, **overrides)
     yield namespace, took
     # Studies go while the operator still runs: its finalizer would keep them.
     run("kubectl", "delete", "tuningstudies", "--all", "--namespace", namespace, "--wait")
@@ -52,8 +55,8 @@ def release(
 def _study(name: str) -> dict[str, Any]:
     """The shared synthetic study with the LR range test, on the trainer image.
 
-    ``bayesian`` with two random start-up trials, so the operator's GP sampler (torch,
-    in the operator image) proposes the last two.
+    ``bayesian`` with two random start-up trials, so the GP (torch, in the gp-worker
+    sidecar: the operator image has none) proposes the last two.
     """
     document = synthetic_study(
         name,
@@ -72,6 +75,7 @@ def _study(name: str) -> dict[str, Any]:
     return document
 
 
+@pytest.mark.parametrize("release", [True], ids=["gp-worker"], indirect=True)
 def test_helm_install_helm_test_then_a_bayesian_study_succeeds(
     admin_api: client.ApiClient, real_cluster: RealCluster, release: tuple[str, float]
 ) -> None:
@@ -126,6 +130,20 @@ def test_helm_install_helm_test_then_a_bayesian_study_succeeds(
     assert len(found) == 4
     assert all(t["status"]["state"] == "Complete" for t in found), found
     assert all(isinstance(t["status"].get("value"), float) for t in found), found
+    # The GP's asks went to the gp-worker sidecar and came back: none fell back to
+    # random sampling (the operator's own series, scraped by Prometheus).
+    pods = operator_pods(client.CoreV1Api(admin_api), namespace)
+    assert [[c.name for c in p.spec.init_containers or []] for p in pods] == [["gp-worker"]]
+
+    def gp_asks() -> float | None:
+        query = f"sum(rheostat_ask_worker_seconds_count{{{target}}})"
+        result = prometheus(url, "/api/v1/query", query=query)["data"]["result"]
+        asks = float(result[0]["value"][1]) if result else 0.0
+        return asks if asks >= 2 else None
+
+    wait_for(gp_asks, 90, "Prometheus to show the GP worker's asks")
+    query = f"sum(rheostat_ask_fallbacks_total{{{target}}}) > 0"
+    assert prometheus(url, "/api/v1/query", query=query)["data"]["result"] == []
     # A trial's log through the kubelet (its pod stays until the study is deleted).
     core = client.CoreV1Api(admin_api)
     pods = core.list_namespaced_pod(namespace, label_selector="rheostat.dev/role=trial").items
@@ -135,6 +153,7 @@ def test_helm_install_helm_test_then_a_bayesian_study_succeeds(
     assert logs.strip()
 
 
+@pytest.mark.parametrize("release", [False], ids=["slim"], indirect=True)
 def test_a_deleted_trial_pod_and_a_deleted_operator_pod_lose_nothing(
     admin_api: client.ApiClient, release: tuple[str, float]
 ) -> None:

@@ -73,6 +73,17 @@ The operator image reference.
 {{- end }}
 
 {{/*
+The GP ask worker's image reference (gpWorker.image), pinned by digest when one is given.
+*/}}
+{{- define "rheostat.gpWorkerImage" -}}
+{{- if .Values.gpWorker.image.digest }}
+{{- printf "%s@%s" .Values.gpWorker.image.repository .Values.gpWorker.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.gpWorker.image.repository (.Values.gpWorker.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/*
 The rules the operator needs in every namespace it watches: exactly the verbs the
 operator (kube.py) and Kopf (status, progress annotations, events) use.
 */}}

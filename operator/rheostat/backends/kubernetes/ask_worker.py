@@ -60,6 +60,8 @@ from rheostat.spec import AlgorithmSpec
 LOGGER = logging.getLogger(__name__)
 # Algorithms whose asks are worth a process hop: the GP's take up to seconds. TPE,
 # CMA-ES, QMC, random and grid ask in milliseconds, less than shipping the trials.
+# They are also the ones that need torch (Optuna's GPSampler), which the operator
+# image does not carry: without a GP worker (gp_worker.py) they cannot run at all.
 OFFLOADED = frozenset({"bayesian"})
 ASK_TIMEOUT_SECONDS = float(os.environ.get("RHEOSTAT_ASK_TIMEOUT", "60"))
 # Starting the workers: the first start imports torch in the forkserver (seconds,
@@ -199,7 +201,39 @@ class _Pool:
             raise AskError("worker_lost", f"the ask worker did not start: {self.failure!r}")
 
 
-class AskWorker:
+class AskBackend:
+    """Where a study's model-based asks run: a process pool here (AskWorker) or the
+    GP worker container next to the operator (gp_worker.SocketAskClient).
+
+    `unavailable` says why no model-based ask can run at all (None when they can):
+    the operator refuses such studies instead of sampling them at random unsaid.
+    """
+
+    unavailable: str | None = None
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.metrics = AskMetrics(registry or CollectorRegistry())
+
+    def ask(self, request: AskRequest) -> AskReply:
+        """The worker's answer, or AskError (the caller falls back to independent sampling)."""
+        raise NotImplementedError
+
+    def offload(self, study: optuna.Study, algorithm: AlgorithmSpec, space: SearchSpace) -> None:
+        """Route the study's model-based asks through this backend (idempotent).
+
+        Called before each pass's asks: the engine swaps in a new sampler when an LR
+        range test narrows the space, and that one is wrapped on the next pass.
+        """
+        if algorithm.name not in OFFLOADED or isinstance(study.sampler, OffloadedSampler):
+            return
+        factory = functools.partial(spec_sampler, algorithm, space)
+        study.sampler = OffloadedSampler(study.sampler, factory, algorithm.seed, self)
+
+    def shutdown(self) -> None:
+        """Stop asking (operator exit): an ask in flight or waiting falls back."""
+
+
+class AskWorker(AskBackend):
     """A small process pool for asks, replaced when it hangs, dies or has aged.
 
     Thread-safe: any pass thread may ask. Nothing starts until the first ask.
@@ -222,7 +256,7 @@ class AskWorker:
         self.timeout = timeout
         self.startup_timeout = startup_timeout
         self.tasks_per_pool = max(1, tasks_per_pool)
-        self.metrics = AskMetrics(registry or CollectorRegistry())
+        super().__init__(registry)
         self._lock = threading.Lock()
         self._free_workers = threading.Semaphore(self.workers)
         self._pool: _Pool | None = None
@@ -261,16 +295,10 @@ class AskWorker:
                 return reply
         raise AskError("worker_lost", f"its pool went away {RESUBMITS + 1} times")
 
-    def offload(self, study: optuna.Study, algorithm: AlgorithmSpec, space: SearchSpace) -> None:
-        """Route the study's model-based asks through this pool (idempotent).
-
-        Called before each pass's asks: the engine swaps in a new sampler when an LR
-        range test narrows the space, and that one is wrapped on the next pass.
-        """
-        if algorithm.name not in OFFLOADED or isinstance(study.sampler, OffloadedSampler):
-            return
-        factory = functools.partial(spec_sampler, algorithm, space)
-        study.sampler = OffloadedSampler(study.sampler, factory, algorithm.seed, self)
+    def start(self) -> None:
+        """Start the workers now rather than at the first ask (the GP worker container
+        imports torch before it reports ready); AskError if they do not start in time."""
+        self._started_pool()
 
     def shutdown(self) -> None:
         """Stop the workers now (operator exit): an ask in flight or waiting falls back."""
@@ -331,7 +359,7 @@ class OffloadedSampler(BaseSampler):
         inner: BaseSampler,
         factory: SamplerFactory,
         seed: int | None,
-        worker: AskWorker,
+        worker: AskBackend,
     ) -> None:
         self.inner = inner
         self.factory = factory

@@ -6,7 +6,8 @@ on any of them (or on the study) wakes that study's daemon at once; the daemon r
 one reconcile pass off the event loop, fed from those indexes, with no LIST. While
 trials run, the study is also passed over at its metrics scrape interval (metrics
 are pulled, timeouts need a clock); an idle study only gets a slow safety resync.
-An invalid study is a permanent error with a Failed condition, never retried.
+An invalid study is a permanent error with a Failed condition, never retried; so is a
+`bayesian` study on an operator with no GP worker (no torch), whatever admission let by.
 Deletion needs no change handler: owner references let the garbage collector remove
 trials, Jobs and pods, and the study's DELETED watch event drops its cache and its series.
 """
@@ -20,11 +21,12 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import kopf
 from kubernetes.client.exceptions import ApiException
 
+from rheostat.backends.kubernetes.ask_worker import OFFLOADED
 from rheostat.backends.kubernetes.children import Children
 from rheostat.backends.kubernetes.kube import Kube, api_message, pooled_api_client
 from rheostat.backends.kubernetes.manifests import LABEL_STUDY
@@ -261,22 +263,25 @@ def _parse_spec(body: Mapping[str, Any]) -> StudySpec:
         if problems:
             raise InvalidStudyError(problems)
     except InvalidStudyError as error:
-        condition = {
-            "type": "Failed",
-            "status": "True",
-            "reason": "InvalidSpec",
-            "message": str(error),
-        }
-        status = {
-            **(body.get("status") or {}),  # what it ran so far stays on show
-            "phase": "Failed",
-            "observedGeneration": body["metadata"].get("generation"),
-            "conditions": [condition],
-        }
-        _write_status(body, status)
-        kopf.warn(_as_body(body), reason="InvalidSpec", message=str(error))
-        raise kopf.PermanentError(f"invalid study: {error}") from None
+        _refuse(body, "InvalidSpec", str(error))
+    unavailable = reconciler().asks.unavailable
+    if study.spec.algorithm.name in OFFLOADED and unavailable:
+        _refuse(body, "BayesianUnavailable", unavailable)
     return study.spec
+
+
+def _refuse(body: Mapping[str, Any], reason: str, message: str) -> NoReturn:
+    """Mark the study Failed with `reason` (a condition and a Warning Event), for good."""
+    condition = {"type": "Failed", "status": "True", "reason": reason, "message": message}
+    status = {
+        **(body.get("status") or {}),  # what it ran so far stays on show
+        "phase": "Failed",
+        "observedGeneration": body["metadata"].get("generation"),
+        "conditions": [condition],
+    }
+    _write_status(body, status)
+    kopf.warn(_as_body(body), reason=reason, message=message)
+    raise kopf.PermanentError(f"study refused ({reason}): {message}")
 
 
 def _write_status(body: Mapping[str, Any], status: Mapping[str, Any]) -> None:

@@ -22,8 +22,9 @@ from typing import Any
 
 from rheostat import lr_phase, objectives, warm_start
 from rheostat.backends.kubernetes import manifests as build
-from rheostat.backends.kubernetes.ask_worker import AskWorker
+from rheostat.backends.kubernetes.ask_worker import AskBackend
 from rheostat.backends.kubernetes.children import Children
+from rheostat.backends.kubernetes.gp_worker import ask_backend
 from rheostat.backends.kubernetes.kube import (
     Kube,
     NameTakenError,
@@ -129,7 +130,7 @@ class Reconciler:
     runtimes: dict[str, _Runtime] = field(default_factory=dict)
     locks: dict[str, threading.Lock] = field(default_factory=dict)
     phases: dict[str, str] = field(default_factory=dict)
-    asks: AskWorker = field(init=False)  # where GP asks run, off this process
+    asks: AskBackend = field(init=False)  # where GP asks run, off this process
     # Deleted studies (bounded), and the lock that orders a deletion against the
     # gauges a pass publishes: the event loop deletes while a pass thread publishes.
     forgotten: OrderedDict[str, None] = field(default_factory=OrderedDict)
@@ -139,7 +140,7 @@ class Reconciler:
     ended: dict[str, tuple[Any, dict[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.asks = AskWorker(self.metrics.registry)
+        self.asks = ask_backend(self.metrics.registry)
         self.kube.on_request = lambda verb, resource: self.metrics.api_requests.labels(
             verb, resource
         ).inc()
