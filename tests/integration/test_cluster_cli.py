@@ -120,7 +120,7 @@ def _check_listings(status: dict[str, Any], namespace: str, where: list[str], cw
     best = status["bestTrial"]["value"]
     listing = _ok(_rheostat("get", *where, cwd=cwd)).splitlines()
     print("\n".join(listing))
-    assert listing[0].split() == ["NAME", "PHASE", "DONE", "TOTAL", "BEST", "LR", "AGE"]
+    assert listing[0].split() == ["NAME", "PHASE", "DONE", "TOTAL", "QUEUED", "BEST", "LR", "AGE"]
     assert listing[1].split()[:5] == ["clisyn", "Succeeded", "5", "5", f"{best:.4g}"]
     # Through kubectl's plugin mechanism: the kubeconfig comes from $KUBECONFIG,
     # which kubectl passes on with the rest of its environment.

@@ -126,7 +126,17 @@ def test_a_study_not_yet_reconciled_counts_its_trials() -> None:
 def test_get_lists_the_best_value_to_four_significant_digits() -> None:
     row = StudyRow("ns", "good", "Succeeded", 4, 4, 0.912345678, 0.0123456, None)
     lines = study_lines([row], namespaces=True).splitlines()
-    assert lines[0].split() == ["NAMESPACE", "NAME", "PHASE", "DONE", "TOTAL", "BEST", "LR", "AGE"]
+    assert lines[0].split() == [
+        "NAMESPACE",
+        "NAME",
+        "PHASE",
+        "DONE",
+        "TOTAL",
+        "QUEUED",
+        "BEST",
+        "LR",
+        "AGE",
+    ]
     assert lines[1].split() == [
         "ns",
         "good",
@@ -136,6 +146,15 @@ def test_get_lists_the_best_value_to_four_significant_digits() -> None:
         "0.9123",
         "0.0123",
         "<unknown>",
+    ]
+    waiting = StudyRow("ns", "q", "Running", 1, 10, 0.5, None, None, queued=2)
+    assert study_lines([waiting], namespaces=False).splitlines()[1].split()[:6] == [
+        "q",
+        "Running",
+        "1",
+        "10",
+        "2",
+        "0.5",
     ]
     assert best_text(123456.7) == "1.235e+05"
     assert best_text(None) == "<none>"

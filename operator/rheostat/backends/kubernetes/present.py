@@ -8,7 +8,8 @@ Columns follow kubectl's habits (upper-case headers, AGE, `-A` adds NAMESPACE), 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from kubernetes import client
 from rich.console import Console
@@ -24,13 +25,14 @@ def best_text(value: float | None) -> str:
 
 def study_lines(rows: Sequence[StudyRow], *, namespaces: bool, now: float | None = None) -> str:
     """The `get` listing, aligned like kubectl's."""
-    header = ["NAME", "PHASE", "DONE", "TOTAL", "BEST", "LR", "AGE"]
+    header = ["NAME", "PHASE", "DONE", "TOTAL", "QUEUED", "BEST", "LR", "AGE"]
     table = [
         [
             row.name,
             row.phase,
             "" if row.finished is None else str(row.finished),
             "" if row.target is None else str(row.target),
+            "" if row.queued is None else str(row.queued),
             f"front of {row.front}" if row.front is not None else best_text(row.best),
             "<none>" if row.lr is None else f"{row.lr:.3g}",
             age(row.created, now),
@@ -65,6 +67,7 @@ def describe(study: ClusterStudy, console: Console) -> None:
         ("Algorithm", f"{spec.algorithm.name}{seed}"),
         ("Budget", f"{budget.max_trials} trials, {budget.parallelism} at a time"),
         ("Phase", status.get("phase", "Pending")),
+        *_queue_lines(spec.queue, status),
     ):
         console.print(f"{label + ':':<12}{value}", markup=False, highlight=False)
     conditions = status.get("conditions") or []
@@ -78,6 +81,20 @@ def describe(study: ClusterStudy, console: Console) -> None:
     for event in sorted(study.events, key=_event_time):
         line = f"  {event.type:<8}{event.reason:<22}{event.message}"
         console.print(line, markup=False, highlight=False)
+
+
+def _queue_lines(queue: str | None, status: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Queue and Queued lines, once a queue (Kueue) is in play for the study."""
+    trials = status.get("trials") or {}
+    if "queued" not in trials and queue is None:
+        return []
+    seen = status.get("queue") or {}
+    waiting = (
+        f"{trials.get('queued', 0)} waiting for quota; "
+        f"{seen.get('sampledWhileWaiting', 0)} sampled while another waited, "
+        f"{seen.get('preemptions', 0)} preempted"
+    )
+    return [("Queue", queue or "(the operator's default)"), ("Queued", waiting)]
 
 
 def _event_time(event: client.CoreV1Event) -> str:

@@ -152,6 +152,7 @@ class StudyRow:
     lr: float | None
     created: datetime | None
     front: int | None = None  # trials on the Pareto front (several objectives)
+    queued: int | None = None  # trials waiting for a queue (Kueue) to admit them
 
 
 def study_row(body: Mapping[str, Any]) -> StudyRow:
@@ -171,6 +172,7 @@ def study_row(body: Mapping[str, Any]) -> StudyRow:
         lr=(status.get("lrRangeTest") or {}).get("suggestedLr"),
         created=created if isinstance(created, datetime) else None,
         front=(status.get("paretoFront") or {}).get("size"),
+        queued=counts.get("queued"),
     )
 
 

@@ -65,7 +65,7 @@ from rheostat.engine import (
 from rheostat.engine import (
     Refused as TrialRefused,
 )
-from rheostat.metrics.operator import OperatorMetrics
+from rheostat.metrics.operator import TRIAL_STATES, OperatorMetrics
 from rheostat.metrics.promql import query_trial
 from rheostat.metrics.scrape import TrialSample, scrape
 from rheostat.spec import StudySpec
@@ -215,8 +215,8 @@ class Reconciler:
         best = status.get("bestTrial")
         if best is not None:
             metrics.best_value.labels(namespace, name).set(best["value"])
-        for state in ("running", "complete", "pruned", "failed"):
-            count = status["trials"][state]
+        for state in TRIAL_STATES:
+            count = status["trials"].get(state, 0)  # "queued" only once a queue is in play
             metrics.finished_trials.labels(namespace, name, state).set(count)
         suggested = (status.get("lrRangeTest") or {}).get("suggestedLr")
         if suggested is not None:
