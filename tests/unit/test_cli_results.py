@@ -209,3 +209,14 @@ def test_age_reads_like_kubectls() -> None:
         "5d",
     ]
     assert age(None) == "<unknown>"
+
+
+def test_describe_shows_the_queue_once_a_queue_is_in_play() -> None:
+    from rheostat.backends.kubernetes.present import _queue_lines
+
+    assert _queue_lines(None, {"trials": {"running": 2}}) == []
+    status = {"trials": {"queued": 1}, "queue": {"sampledWhileWaiting": 0, "preemptions": 2}}
+    assert _queue_lines("gpus", status) == [
+        ("Queue", "gpus"),
+        ("Queued", "1 waiting for quota; 0 sampled while another waited, 2 preempted"),
+    ]
