@@ -261,6 +261,14 @@ def test_pods_created_before_a_resume_never_speak_for_the_trial() -> None:
     )
 
 
+def test_a_live_pod_older_than_a_late_written_start_time_still_speaks() -> None:
+    """The Job controller may write startTime a sync after it created the pod."""
+    late = job()
+    late["status"]["startTime"] = "2026-01-01T00:00:05Z"
+    done = pod(container("trainer", terminated(0, message='{"metrics": {"loss": 1}}')))
+    assert state_of(done, of_job=late) == Succeeded('{"metrics": {"loss": 1}}')
+
+
 def test_the_no_pod_grace_counts_from_the_latest_resume_not_the_creation() -> None:
     resumed = job()  # created ten minutes ago, waited in the queue, resumed 5 s ago
     resumed["status"]["startTime"] = "2026-01-01T00:09:55Z"

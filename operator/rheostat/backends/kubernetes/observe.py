@@ -194,14 +194,24 @@ def _started(job: Mapping[str, Any]) -> float | None:
 def current_pods(
     job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]
 ) -> list[Mapping[str, Any]]:
-    """The pods of the Job's current run: those created before its latest start
-    belong to a run that was preempted (suspended) and never speak for the trial."""
+    """The pods of the Job's current run, without those of a run that was preempted.
+
+    A pod being deleted that was created before the Job's latest start belongs to a
+    run Kueue suspended: it never speaks for the trial. Both conditions, because
+    the Job controller may write `startTime` a sync after it created the pod (its
+    first status write lost to a conflict), and a live pod of the current run must
+    never be dropped for that.
+    """
     started = timestamp((job.get("status") or {}).get("startTime"))
     if started is None:
         return list(pods)
-    return [
-        p for p in pods if (timestamp(p["metadata"].get("creationTimestamp")) or started) >= started
-    ]
+    return [p for p in pods if not _of_an_earlier_run(p, started)]
+
+
+def _of_an_earlier_run(pod: Mapping[str, Any], started: float) -> bool:
+    created = timestamp(pod["metadata"].get("creationTimestamp"))
+    deleted = pod["metadata"].get("deletionTimestamp")
+    return bool(deleted) and created is not None and created < started
 
 
 def _pod_state(pod: Mapping[str, Any], now: float, stuck_timeout: float) -> JobState:
