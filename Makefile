@@ -138,6 +138,7 @@ bench: $(STAMP) control-plane kueue
 	$(PY) -m bench.operator_scale
 	$(PY) -m bench.gp_ask
 	$(PY) -m bench.lr_advice
+	$(PY) -m bench.kueue
 
 bench-smoke: $(STAMP)
 	$(PY) -m bench.run --smoke
