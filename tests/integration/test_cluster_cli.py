@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -129,9 +130,18 @@ def _check_listings(status: dict[str, Any], namespace: str, where: list[str], cw
     # kubectl's own BEST and LR columns: the operator's rounded display values.
     columns = _ok(_kubectl("get", "tstudy", "clisyn", "-n", namespace)).splitlines()
     print("\n".join(columns))
-    shown = dict(zip(columns[0].split(), columns[1].split(), strict=True))
+    shown = _by_column(columns[0], columns[1])
+    assert shown["QUEUED"] == ""  # no queue in play: blank, not 0
     assert shown["BEST"] == f"{best:.4g}"
     assert shown["LR"] == f"{status['lrRangeTest']['suggestedLr']:.3g}"
+
+
+def _by_column(header: str, row: str) -> dict[str, str]:
+    """A kubectl table row by its header's column positions (an empty cell stays empty)."""
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    names = header.split()
+    ends = [*starts[1:], None]
+    return {n: row[a:b].strip() for n, a, b in zip(names, starts, ends, strict=True)}
 
 
 def _check_describe(status: dict[str, Any], where: list[str], cwd: Path) -> None:

@@ -32,6 +32,7 @@ from tests.integration.operator_support import (
     wait,
     wait_for_phase,
 )
+from tests.integration.test_chart import _rules, _template
 
 KUEUE = ("kueue.x-k8s.io", "v1beta2")
 GPU = {"limits": {"nvidia.com/gpu": 1}}
@@ -368,3 +369,36 @@ def test_a_study_naming_a_missing_local_queue_says_so_then_fails_its_trials(
     assert "LocalQueue nope doesn't exist" in found[0]["status"]["reason"]
     assert "queueTimeout=5s" in found[0]["status"]["reason"]
     assert conditions(study)["TrialsQueued"]["reason"] == "QueueTimeout"
+
+
+def test_the_chart_grants_read_only_workloads_and_default_queue_only_when_asked(
+    cluster: ClusterHandle,
+) -> None:
+    """Rendered by the real helm: no Kueue rule by default; with kueue.enabled, get/list."""
+
+    def rendered(*args: str) -> tuple[set[tuple[str, str, str]], dict[str, Any]]:
+        docs = _template("rheo", "rheostat", *args)
+        role = next(
+            d
+            for d in docs
+            if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "rheo-rheostat"
+        )
+        deployment = next(d for d in docs if d["kind"] == "Deployment")
+        env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        return _rules(role), {e["name"]: e.get("value") for e in env}
+
+    rules, env = rendered()
+    assert not {r for r in rules if r[0] == "kueue.x-k8s.io"}
+    assert "RHEOSTAT_DEFAULT_QUEUE" not in env
+    rules, env = rendered(
+        "--set", "kueue.enabled=true", "--set", "kueue.defaultQueue=gpus",
+        "--set", "kueue.defaultPriorityClass=low",
+    )  # fmt: skip
+    assert {r for r in rules if r[0] == "kueue.x-k8s.io"} == {
+        ("kueue.x-k8s.io", "workloads", "get"),
+        ("kueue.x-k8s.io", "workloads", "list"),
+    }
+    assert (env["RHEOSTAT_DEFAULT_QUEUE"], env["RHEOSTAT_DEFAULT_PRIORITY_CLASS"]) == (
+        "gpus",
+        "low",
+    )
