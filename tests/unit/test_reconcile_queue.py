@@ -184,7 +184,7 @@ def test_a_preempted_trial_is_kept_resumed_in_place_and_counted_once() -> None:
     assert "TrialPreempted" in op.reasons()
     assert status["trials"]["queued"] == 1
     assert status["queue"]["preemptions"] == 1
-    assert op.trial(0)["status"]["state"] == "Running"
+    assert op.trial(0)["status"]["state"] == "Queued"
     # Kueue re-admits it an hour later: the old pod is gone, a new one runs.
     op.server.now += 3600
     op.server.delete(PODS, NS, f"{build.trial_name('syn', 0)}-pod")
@@ -249,7 +249,7 @@ def test_a_plain_wait_for_quota_has_no_queue_timeout() -> None:
     workload(op, 0, "Pending", QUOTA_MESSAGE)
     op.server.now += 3600
     op.reconcile()
-    assert op.trial(0)["status"]["state"] == "Running"
+    assert op.trial(0)["status"]["state"] == "Queued"
 
 
 def test_without_the_workload_crd_a_queued_trial_still_waits() -> None:
@@ -260,7 +260,7 @@ def test_without_the_workload_crd_a_queued_trial_still_waits() -> None:
     op.server.now += 3600
     status = op.reconcile()
     assert condition(status, "TrialsQueued")["status"] == "True"
-    assert op.trial(0)["status"]["state"] == "Running"
+    assert op.trial(0)["status"]["state"] == "Queued"
 
 
 def test_a_preempted_lr_range_test_resumes_and_its_old_pod_never_speaks() -> None:
@@ -297,3 +297,19 @@ def test_a_preempted_lr_range_test_resumes_and_its_old_pod_never_speaks() -> Non
 
 def synthetic_lr_test() -> dict[str, Any]:
     return {"parameter": "lr", "minLr": 1e-5, "maxLr": 1.0, "steps": 20}
+
+
+def test_a_restarted_operator_finds_its_queued_trial_waiting_and_samples_no_more() -> None:
+    op = Operator()
+    op.apply(queued_study())
+    op.reconcile()
+    assert op.trial(0)["status"]["state"] == "Queued"
+    restarted = Operator(server=op.server)  # a new process: the engine rebuilt from objects
+    status = restarted.reconcile()
+    assert "Resumed" in restarted.reasons()
+    assert status["trials"]["queued"] == 1
+    assert op.server.get(JOBS, NS, build.trial_name("syn", 1)) is None
+    admit(op, 0)
+    restarted.reconcile()
+    assert op.trial(0)["status"]["state"] == "Running"
+    assert op.server.get(JOBS, NS, build.trial_name("syn", 1)) is not None

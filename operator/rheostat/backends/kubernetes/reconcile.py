@@ -664,7 +664,7 @@ class _Pass:
         engine = runtime.engine
         for number, stored in list(runtime.persisted.items()):
             before = stored.get("state")
-            if before not in {None, "Running"}:
+            if before not in {None, "Running", "Queued"}:
                 continue
             record = engine.record(number)
             if record.kind == "duplicate":
@@ -672,13 +672,16 @@ class _Pass:
             started = stored.get("startedAt")
             if (
                 self._write_record(runtime, record)
-                and before == "Running"
+                and before in {"Running", "Queued"}
                 and record.state != "running"
             ):
                 self._trial_finished(record, started)
 
     def _write_record(self, runtime: _Runtime, record: TrialRecord) -> bool:
         status = build.trial_status(record)
+        waiting = runtime.engine.running.get(record.number)
+        if waiting is not None and waiting.queued:  # `kubectl get ttrial` shows it; read
+            status["state"] = "Queued"  # back as running (record_from_trial)
         before = runtime.persisted.get(record.number, {})
         if not record.started_at:  # finished trials keep the start time they were given
             status["startedAt"] = before.get("startedAt", self.now)
