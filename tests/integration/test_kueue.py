@@ -194,7 +194,7 @@ def test_ten_gpu_trials_behind_a_quota_of_two_run_two_at_a_time_with_one_waiting
             "0.3",
         ),
     )
-    seen = {"admitted": 0, "queued": 0, "shown": False, "stuck": False}
+    seen = {"admitted": 0, "queued": 0, "shown": False, "stuck": False, "trial_queued": False}
 
     def ended() -> dict[str, Any] | None:
         """One look at the study, recording the most admitted and waiting at once."""
@@ -206,6 +206,10 @@ def test_ten_gpu_trials_behind_a_quota_of_two_run_two_at_a_time_with_one_waiting
         if queued and not seen["shown"]:
             seen["shown"] = _column(namespace, "quota", "QUEUED") == str(queued)
         seen["stuck"] |= conditions(study).get("TrialsStuck", {}).get("status") == "True"
+        states = {
+            (t.get("status") or {}).get("state") for t in trials(admin_api, namespace, "quota")
+        }
+        seen["trial_queued"] |= "Queued" in states
         return study if status.get("phase") in {"Succeeded", "Failed"} else None
 
     study = wait_for(ended, 300, "the study behind the quota to end")
@@ -217,6 +221,7 @@ def test_ten_gpu_trials_behind_a_quota_of_two_run_two_at_a_time_with_one_waiting
     assert seen["queued"] == 1  # queueDepth 1: never more than one trial waiting
     assert seen["shown"], "kubectl get tstudy never showed QUEUED with the waiting trial"
     assert not seen["stuck"]
+    assert seen["trial_queued"], "no TuningTrial ever showed state Queued"
     assert "TrialsStuck" not in reasons(admin_api, namespace, "quota")
     assert status["queue"]["sampledWhileWaiting"] == 0
 
