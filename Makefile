@@ -11,7 +11,7 @@ export RHEOSTAT_CACHE ?= $(HOME)/.cache/rheostat
 
 .PHONY: help venv demo test unit integration lint crd cluster-up cluster-down \
         control-plane test-deps bench bench-smoke run install clean helm-lint \
-        images test-containers cluster-up-real
+        images test-containers cluster-up-real kueue
 
 help:
 	@echo "make demo         run a real study on this machine (examples/digits.yaml)"
@@ -90,12 +90,17 @@ test-deps:
 control-plane: test-deps
 	bash hack/build-control-plane.sh
 
-integration: $(STAMP) control-plane
+# Kueue (sigs.k8s.io/kueue) for tests/integration/test_kueue.py and bench/kueue.py,
+# built from its Go module into the same cache (with its CRDs and webhook manifests).
+kueue: test-deps
+	bash hack/build-kueue.sh
+
+integration: $(STAMP) control-plane kueue
 	$(PY) -m pytest tests/integration
 
 # Everything: unit, e2e, integration on the process nodes, and the container tier
 # (tests/containers: a real kubelet node running the images built by `make images`).
-test: $(STAMP) control-plane lint images
+test: $(STAMP) control-plane kueue lint images
 	$(PY) -m pytest tests
 
 # Images built from our Dockerfiles with buildah (no registry, no Docker); the real
@@ -127,13 +132,14 @@ install: $(STAMP)
 
 # Everything under bench/: the peers (Ray Tune) come with the `bench` extra, and the
 # operator's overhead is measured on the test control plane.
-bench: $(STAMP) control-plane
+bench: $(STAMP) control-plane kueue
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench.run --full
 	$(PY) -m bench.operator_scale
 	$(PY) -m bench.gp_ask
 	$(PY) -m bench.lr_advice
 	$(PY) -m bench.lr_schedule
+	$(PY) -m bench.kueue
 
 bench-smoke: $(STAMP)
 	$(PY) -m bench.run --smoke

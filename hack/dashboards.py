@@ -197,11 +197,17 @@ def overview() -> dash.Dashboard:
                 "excludeByName": dict.fromkeys(
                     ["Time", "__name__", "instance", "job", "pod"], True
                 ),
-                "renameByName": {"Value #A": "best value", "Value #B": "running trials"},
+                "renameByName": {
+                    "Value #A": "best value",
+                    "Value #B": "running trials",
+                    "Value #C": "queued trials",
+                },
             },
         )
     )
     running = 'sum by (namespace, study) (rheostat_study_trials{state="running"})'
+    # Of the running trials, those waiting for a queue (Kueue) to admit them.
+    queued = 'sum by (namespace, study) (rheostat_study_trials{state="queued"})'
     panels: list[Panel] = [
         _stat(
             1,
@@ -283,11 +289,12 @@ def overview() -> dash.Dashboard:
             studies,
             10,
             "Studies",
-            "Every study's best objective value and running trials.",
+            "Every study's best objective value, running trials and, of those, the "
+            "trials waiting for a queue (Kueue quota).",
             (8, 24, 0, 30),
             *[
                 _query(expr, "__auto", instant=True).format(PromQueryFormat.TABLE)
-                for expr in ("rheostat_study_best_value", running)
+                for expr in ("rheostat_study_best_value", running, queued)
             ],
         ),
     ]

@@ -127,6 +127,10 @@ BAD_CASES: list[BadCase] = [
     BadCase("max-trials-zero", _set("spec.budget.maxTrials", 0), "spec.budget.maxTrials"),
     BadCase("parallelism-zero", _set("spec.budget.parallelism", 0), "spec.budget.parallelism"),
     BadCase("negative-timeout", _set("spec.budget.trialTimeout", -5), "spec.budget.trialTimeout"),
+    BadCase("queue-depth-zero", _set("spec.budget.queueDepth", 0), "spec.budget.queueDepth"),
+    BadCase("queue-timeout-zero", _set("spec.budget.queueTimeout", 0), "spec.budget.queueTimeout"),
+    BadCase("queue-not-a-name", _set("spec.queue", "Bad_Queue"), "spec.queue"),
+    BadCase("priority-class-empty", _set("spec.priorityClass", ""), "spec.priorityClass"),
     BadCase(
         "negative-max-failed",
         _set("spec.budget.maxFailedTrials", -1),

@@ -7,7 +7,9 @@
   then count as a failure (see :mod:`rheostat.lifecycle`);
 - the study fails when more than `maxFailedTrials` trials have failed, or when it
   ends with no complete trial (a study that learned nothing has not succeeded);
-- once it has failed, nothing starts and everything running is stopped (the engine).
+- once it has failed, nothing starts and everything running is stopped (the engine);
+- at most `queueDepth` trials wait for a queue (Kueue quota) at once; a preempted
+  trial waits again, is not a failure and uses up no retry.
 
 Pure functions of the counts, so the rules read as the list above.
 """
@@ -24,10 +26,12 @@ def target(max_trials: int, capacity: int | None) -> int:
 
 
 def may_launch(counts: Counts, budget: Budget, target_trials: int, exhausted: bool) -> bool:
-    """Whether one more trial may start now: a free slot and budget left to spend."""
+    """Whether one more trial may start now: a free slot, budget left to spend, and
+    fewer than queueDepth trials waiting for a queue (sample at admission time)."""
     return (
         not exhausted
         and counts.running < budget.parallelism
+        and counts.queued < budget.queue_depth
         and counts.finished + counts.running < target_trials
     )
 

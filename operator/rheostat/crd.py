@@ -213,6 +213,8 @@ def study_crd() -> JsonSchema:
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Done", "type": "integer", "jsonPath": ".status.trials.finished"},
         {"name": "Total", "type": "integer", "jsonPath": ".spec.budget.maxTrials"},
+        # Trials waiting for a queue (Kueue) to admit them; empty without a queue.
+        {"name": "Queued", "type": "integer", "jsonPath": ".status.trials.queued"},
         # Rounded by the operator (status.display): a number column prints all 17 digits.
         {"name": "Best", "type": "string", "jsonPath": ".status.display.best"},
         {"name": "LR", "type": "string", "jsonPath": ".status.display.lr"},

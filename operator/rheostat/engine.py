@@ -27,6 +27,7 @@ from rheostat import budget as rules
 from rheostat import ledger, lr_phase, lr_range, objectives, warm_start
 from rheostat.events import (
     Action,
+    Admitted,
     Counts,
     Event,
     Finished,
@@ -34,6 +35,7 @@ from rheostat.events import (
     LrRangeFinished,
     Phase,
     Progress,
+    Queued,
     Refused,
     Started,
     StartLrRangeTest,
@@ -53,6 +55,7 @@ from rheostat.spec import Budget, StudySpec
 __all__ = [
     "ATTR_SPEC",
     "Action",
+    "Admitted",
     "Counts",
     "Engine",
     "Event",
@@ -61,6 +64,7 @@ __all__ = [
     "LrRangeFinished",
     "Phase",
     "Progress",
+    "Queued",
     "Refused",
     "StartLrRangeTest",
     "StartTrial",
@@ -91,6 +95,13 @@ class Engine:
     # The earlier study's trials, told when the space is final (after an LR range test).
     _pending_seeds: list[TrialRecord] = field(default_factory=list)
     lifecycle: Lifecycle = field(init=False)
+    # Whether the backend creates trials suspended, waiting for a queue (Kueue): a
+    # launched trial then holds a queueDepth place until it is admitted.
+    queued_on_launch: bool = False
+    # Samples taken while another trial of the study waited for quota (this process).
+    sampled_while_waiting: int = 0
+    preemptions: int = 0
+    _queueing: bool = False  # a trial has waited for a queue: status shows the counts
 
     def __post_init__(self) -> None:
         self.lifecycle = Lifecycle(self.study)
@@ -206,6 +217,13 @@ class Engine:
         if isinstance(event, Started):
             self.lifecycle.started(event.number, event.at)
             return []
+        if isinstance(event, Queued):
+            self._queueing = True
+            self.preemptions += self.lifecycle.queued(event.number)
+            return []
+        if isinstance(event, Admitted):
+            self.lifecycle.admitted(event.number)
+            return []
         if isinstance(event, Progress):
             stop = self.lifecycle.progress(self.spec, event)
             if stop is None:
@@ -273,7 +291,9 @@ class Engine:
         return rules.target(self.spec.budget.max_trials, capacity)
 
     def counts(self) -> Counts:
-        return ledger.counts(self.study, running=len(self.running))
+        counts = ledger.counts(self.study, running=len(self.running))
+        counts.queued = self.lifecycle.waiting()
+        return counts
 
     def trials(self) -> list[TrialView]:
         """Every trial a user would count (duplicates and retried attempts left out)."""
@@ -312,6 +332,12 @@ class Engine:
                 "target": self.target_trials,
             },
         }
+        if self.queued_on_launch or self._queueing:
+            status["trials"]["queued"] = counts.queued
+            status["queue"] = {
+                "sampledWhileWaiting": self.sampled_while_waiting,
+                "preemptions": self.preemptions,
+            }
         if best is not None:
             status["bestTrial"] = {
                 "number": best.number,
@@ -390,7 +416,9 @@ class Engine:
             self.exhausted = True  # nothing untried is left: the space is used up
             return None
         trial = proposal.trial
-        self.lifecycle.launch(trial, now, proposal.attempt)
+        if self.lifecycle.waiting():
+            self.sampled_while_waiting += 1
+        self.lifecycle.launch(trial, now, proposal.attempt, queued=self.queued_on_launch)
         return StartTrial(trial.number, self.space.complete(trial.params), proposal.attempt)
 
     def _close_and_retry(self, number: int, reason: str, *, infrastructure: bool = True) -> None:

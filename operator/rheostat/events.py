@@ -81,6 +81,25 @@ class Refused:
 
 
 @dataclass(frozen=True)
+class Queued:
+    """The trial waits for a queue to admit it (a suspended Job under Kueue).
+
+    Waiting for quota is not running: no timeout counts, and it holds one of the
+    study's `queueDepth` places. Seen after the trial started, it was preempted: not
+    a failure; its progress and its timeout start over when it is admitted again.
+    """
+
+    number: int
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """The queue admitted the trial (its Job is no longer suspended)."""
+
+    number: int
+
+
+@dataclass(frozen=True)
 class LrRangeFinished:
     """The LR range test ended: its curve, or why there is none."""
 
@@ -89,7 +108,7 @@ class LrRangeFinished:
     error: str | None = None
 
 
-Event = Started | Progress | Finished | Lost | Refused | LrRangeFinished
+Event = Started | Progress | Finished | Lost | Refused | LrRangeFinished | Queued | Admitted
 
 
 # ----- actions the engine asks for ----------------------------------------------------
@@ -176,6 +195,7 @@ class Counts:
     complete: int = 0
     pruned: int = 0
     failed: int = 0
+    queued: int = 0  # of the running ones, those waiting for a queue to admit them
 
     @property
     def finished(self) -> int:

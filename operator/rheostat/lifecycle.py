@@ -37,6 +37,8 @@ class RunningTrial:
     last_value: float | None = None
     # Every objective's last reported value, for a trial with several objectives.
     last_metrics: dict[str, float] = field(default_factory=dict)
+    # Waiting for a queue to admit it (Kueue): not running, no timeout counting.
+    queued: bool = False
 
 
 class Lifecycle:
@@ -46,8 +48,10 @@ class Lifecycle:
         self.study = study
         self.running: dict[int, RunningTrial] = {}
 
-    def launch(self, trial: optuna.Trial, now: float, attempt: int) -> None:
-        self.running[trial.number] = RunningTrial(trial, asked_at=now, attempt=attempt)
+    def launch(self, trial: optuna.Trial, now: float, attempt: int, *, queued: bool) -> None:
+        self.running[trial.number] = RunningTrial(
+            trial, asked_at=now, attempt=attempt, queued=queued
+        )
 
     def adopt(self, trial_id: int, number: int, asked_at: float, attempt: int, step: int) -> None:
         """Take over a trial a previous process launched and the backend still sees run."""
@@ -56,8 +60,28 @@ class Lifecycle:
 
     def started(self, number: int, at: float) -> None:
         running = self.running[number]
+        running.queued = False
         if running.started_at is None:
             running.started_at = at
+
+    def queued(self, number: int) -> bool:
+        """Mark a trial as waiting for quota; True if it had started (a preemption).
+
+        A preempted trial's timeout counts again from its next start; its reports
+        count again from the resumed run (a restarted trainer reports steps that
+        went to Optuna before are ignored until it passes them; see `progress`).
+        """
+        running = self.running[number]
+        preempted = not running.queued and running.started_at is not None
+        running.queued = True
+        running.started_at = None
+        return preempted
+
+    def admitted(self, number: int) -> None:
+        self.running[number].queued = False
+
+    def waiting(self) -> int:
+        return sum(1 for r in self.running.values() if r.queued)
 
     def progress(self, spec: StudySpec, event: Progress) -> StopTrial | None:
         """Record a report; a StopTrial when the pruner ends the trial on it."""

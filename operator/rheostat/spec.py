@@ -342,6 +342,25 @@ class Budget(SpecModel):
             "the cluster and is retried (up to maxRetries)."
         ),
     )
+    queue_depth: WholeNumber = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description=(
+            "Trials of this study that may wait for quota (a suspended Job, under Kueue) at "
+            "once: the next trial is sampled only when one is admitted, so it is chosen "
+            "with the results that came in while it would have waited."
+        ),
+    )
+    queue_timeout: WholeNumber = Field(
+        default=600,
+        ge=1,
+        description=(
+            "Seconds a trial may wait in a queue that cannot admit it (Kueue's Workload "
+            "is Inadmissible, e.g. no such LocalQueue, or deactivated) before it fails "
+            "with Kueue's message. Waiting for quota has no limit."
+        ),
+    )
 
 
 class EarlyStopping(SpecModel):
@@ -487,6 +506,24 @@ class StudySpec(SpecModel):
     trial_template: TrialTemplate = Field(description="Pod template of each trial.")
     warm_start: WarmStart | None = Field(
         default=None, description="Configurations to run first and an earlier study to learn from."
+    )
+    queue: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="Kueue LocalQueue of the trial and LR range test Jobs (label "
+        "kueue.x-k8s.io/queue-name); they are created suspended and run when Kueue admits "
+        "them. Default: the operator's (chart value kueue.defaultQueue).",
+    )
+    priority_class: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="Kueue WorkloadPriorityClass of those Jobs (label "
+        "kueue.x-k8s.io/priority-class). Default: the operator's "
+        "(chart value kueue.defaultPriorityClass).",
     )
 
     @property

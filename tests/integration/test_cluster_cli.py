@@ -122,7 +122,9 @@ def _check_listings(status: dict[str, Any], namespace: str, where: list[str], cw
     best = status["bestTrial"]["value"]
     listing = _ok(_rheostat("get", *where, cwd=cwd)).splitlines()
     print("\n".join(listing))
-    assert listing[0].split() == ["NAME", "PHASE", "DONE", "TOTAL", "BEST", "LR", "ETA", "AGE"]
+    assert listing[0].split() == [
+        *["NAME", "PHASE", "DONE", "TOTAL", "QUEUED", "BEST", "LR", "ETA", "AGE"]
+    ]
     assert listing[1].split()[:5] == ["clisyn", "Succeeded", "5", "5", f"{best:.4g}"]
     # Through kubectl's plugin mechanism: the kubeconfig comes from $KUBECONFIG,
     # which kubectl passes on with the rest of its environment.
@@ -133,6 +135,7 @@ def _check_listings(status: dict[str, Any], namespace: str, where: list[str], cw
     print(columns)
     shown = _columns(columns)
     assert shown["ETA"] == ""  # kubectl leaves a missing field's cell blank
+    assert shown["QUEUED"] == ""  # no queue in play: blank, not 0
     assert shown["BEST"] == f"{best:.4g}"
     assert shown["LR"] == f"{status['lrRangeTest']['suggestedLr']:.3g}"
 

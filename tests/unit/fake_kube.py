@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from kubernetes import client
 from kubernetes.client import rest
@@ -215,7 +215,18 @@ class FakeApiServer:
             created = {k: v for k, v in body.items() if k != "status"}
             created["metadata"] = {**created["metadata"], "namespace": namespace}
             return _ok(self.add(plural, created), 201)
-        if method == "GET" and name is None:  # only events are listed
+        if method == "GET" and name is None and plural == "workloads":  # Kueue's, by label
+            wanted = dict(parse_qsl(urlsplit(url).query)).get("labelSelector", "")
+            key_, _, value = wanted.partition("=")
+            found = [
+                w
+                for w in self.of("workloads", namespace)
+                if (w["metadata"].get("labels") or {}).get(key_) == value
+            ]
+            return _ok(
+                {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "WorkloadList", "items": found}
+            )
+        if method == "GET" and name is None:  # else only events are listed
             return _ok({"apiVersion": "v1", "kind": "EventList", "metadata": {}, "items": []})
         if key not in self.objects:
             return _status(404, "NotFound", f"{plural} {name!r} not found")

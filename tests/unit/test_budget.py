@@ -22,6 +22,14 @@ def test_a_trial_starts_only_with_a_free_slot_and_budget_left() -> None:
     assert not may_launch(Counts(), BUDGET, 4, exhausted=True)  # the space is used up
 
 
+def test_no_trial_is_sampled_while_queue_depth_trials_wait_for_quota() -> None:
+    wide = Budget(max_trials=10, parallelism=8, queue_depth=1)
+    assert may_launch(Counts(running=2), wide, 10, exhausted=False)
+    assert not may_launch(Counts(running=3, queued=1), wide, 10, exhausted=False)
+    deeper = Budget(max_trials=10, parallelism=8, queue_depth=2)
+    assert may_launch(Counts(running=3, queued=1), deeper, 10, exhausted=False)
+
+
 def test_how_a_study_ends() -> None:
     assert verdict(Counts(running=1, complete=3), BUDGET, 4, exhausted=False) is None
     assert verdict(Counts(complete=3, failed=1), BUDGET, 4, exhausted=False) == ("Succeeded", None)

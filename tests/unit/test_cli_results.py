@@ -132,8 +132,8 @@ def test_a_study_not_yet_reconciled_counts_its_trials() -> None:
 def test_get_lists_the_best_value_to_four_significant_digits() -> None:
     row = StudyRow("ns", "good", "Succeeded", 4, 4, 0.912345678, 0.0123456, None)
     lines = study_lines([row], namespaces=True).splitlines()
-    header = ["NAMESPACE", "NAME", "PHASE", "DONE", "TOTAL", "BEST", "LR", "ETA", "AGE"]
-    assert lines[0].split() == header
+    header = ["NAMESPACE", "NAME", "PHASE", "DONE", "TOTAL", "QUEUED", "BEST", "LR", "ETA"]
+    assert lines[0].split() == [*header, "AGE"]
     assert lines[1].split() == [
         "ns",
         "good",
@@ -144,6 +144,15 @@ def test_get_lists_the_best_value_to_four_significant_digits() -> None:
         "0.0123",
         "<none>",
         "<unknown>",
+    ]
+    waiting = StudyRow("ns", "q", "Running", 1, 10, 0.5, None, None, queued=2)
+    assert study_lines([waiting], namespaces=False).splitlines()[1].split()[:6] == [
+        "q",
+        "Running",
+        "1",
+        "10",
+        "2",
+        "0.5",
     ]
     assert best_text(123456.7) == "1.235e+05"
     assert best_text(None) == "<none>"
@@ -210,3 +219,14 @@ def test_age_reads_like_kubectls() -> None:
         "5d",
     ]
     assert age(None) == "<unknown>"
+
+
+def test_describe_shows_the_queue_once_a_queue_is_in_play() -> None:
+    from rheostat.backends.kubernetes.present import _queue_lines
+
+    assert _queue_lines(None, {"trials": {"running": 2}}) == []
+    status = {"trials": {"queued": 1}, "queue": {"sampledWhileWaiting": 0, "preemptions": 2}}
+    assert _queue_lines("gpus", status) == [
+        ("Queue", "gpus"),
+        ("Queued", "1 waiting for quota; 0 sampled while another waited, 2 preempted"),
+    ]

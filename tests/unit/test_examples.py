@@ -22,6 +22,7 @@ def test_the_examples_are_found() -> None:
         "grid",
         "hyperband",
         "gpu",
+        "kueue",
         "lightning",
         "pytorch-loop",
         "transformers",
@@ -75,3 +76,10 @@ def test_gpu_example_asks_for_a_gpu_node() -> None:
     ]
     resources = (pod.containers[0].model_extra or {})["resources"]
     assert resources["limits"]["nvidia.com/gpu"] == 1
+
+
+def test_kueue_example_queues_behind_kueue_and_samples_at_admission() -> None:
+    spec = _load("kueue").spec
+    assert (spec.queue, spec.priority_class) == ("gpus", "low")
+    assert spec.budget.queue_depth == 1
+    assert spec.budget.parallelism > spec.budget.queue_depth

@@ -11,6 +11,7 @@ from rheostat.backends.kubernetes.observe import (
     JobState,
     Missing,
     Pending,
+    Queued,
     Running,
     Succeeded,
     TrainingFailed,
@@ -212,3 +213,64 @@ def test_a_job_whose_pods_the_api_refuses_is_reported_then_lost() -> None:
 def test_a_failed_job_with_no_pod_left_is_the_clusters() -> None:
     gone = job([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}])
     assert isinstance(job_state(gone, [], NOW, TIMEOUT), InfrastructureLost)
+
+
+# ----- Kueue: a suspended Job waits for a queue; a resumed one forgets its old pods -------
+
+
+def suspended(**status: Any) -> dict[str, Any]:
+    queued = job()
+    queued["spec"] = {"suspend": True}
+    queued["status"].update(status)
+    return queued
+
+
+def test_a_suspended_job_with_no_pod_is_queued_with_no_stuck_timer() -> None:
+    """Long past the no-pod grace and the stuck timeout: waiting for quota is no fault."""
+    assert state_of(of_job=suspended()) == Queued()
+
+
+def test_a_job_suspended_while_its_pod_terminates_is_queued_not_lost() -> None:
+    """Kueue's preemption: the Job controller deletes the pod; its death is not the trial's."""
+    preempted = pod(container("trainer", terminated(0)), deleted="2026-01-01T00:04:59Z")
+    assert state_of(preempted, of_job=suspended()) == Queued()
+    killed = pod(container("trainer", terminated(143)), deleted="2026-01-01T00:05:30Z")
+    assert state_of(killed, of_job=suspended()) == Queued()
+
+
+def test_a_suspended_job_whose_pod_still_runs_is_read_from_its_pod() -> None:
+    """Suspension seen before the pod's deletion: the pod still speaks until it goes."""
+    assert isinstance(state_of(pod(container("trainer", RUNNING)), of_job=suspended()), Running)
+
+
+def test_a_suspended_job_that_had_completed_is_complete() -> None:
+    done = suspended(conditions=[{"type": "Complete", "status": "True"}])
+    assert state_of(of_job=done) == Succeeded("")
+
+
+def test_pods_created_before_a_resume_never_speak_for_the_trial() -> None:
+    """After Kueue re-admits it, the Job's startTime is the resume: older pods are gone runs."""
+    resumed = job()
+    resumed["status"]["startTime"] = "2026-01-01T00:09:50Z"
+    old = pod(container("trainer", terminated(143)), deleted="2026-01-01T00:05:00Z")
+    assert state_of(old, of_job=resumed) == Pending()
+    new = pod(container("trainer", {"running": {"startedAt": "2026-01-01T00:09:55Z"}}))
+    new["metadata"]["creationTimestamp"] = "2026-01-01T00:09:51Z"
+    assert state_of(old, new, of_job=resumed) == Running(
+        "10.0.0.7", timestamp("2026-01-01T00:09:55Z") or 0.0
+    )
+
+
+def test_a_live_pod_older_than_a_late_written_start_time_still_speaks() -> None:
+    """The Job controller may write startTime a sync after it created the pod."""
+    late = job()
+    late["status"]["startTime"] = "2026-01-01T00:00:05Z"
+    done = pod(container("trainer", terminated(0, message='{"metrics": {"loss": 1}}')))
+    assert state_of(done, of_job=late) == Succeeded('{"metrics": {"loss": 1}}')
+
+
+def test_the_no_pod_grace_counts_from_the_latest_resume_not_the_creation() -> None:
+    resumed = job()  # created ten minutes ago, waited in the queue, resumed 5 s ago
+    resumed["status"]["startTime"] = "2026-01-01T00:09:55Z"
+    assert state_of(of_job=resumed) == Pending()
+    assert isinstance(state_of(of_job=job()), InfrastructureLost)  # no resume: stuck too long

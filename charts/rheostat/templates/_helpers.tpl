@@ -112,6 +112,12 @@ operator (kube.py) and Kopf (status, progress annotations, events) use.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- if .Values.kueue.enabled }}
+# Kueue's Workloads, read only: why a trial's Job waits for quota (TrialsQueued).
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["get", "list"]
+{{- end }}
 {{- end }}
 
 {{/*

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+# The states of rheostat_study_trials; "queued" trials are also counted as "running".
+TRIAL_STATES = ("running", "queued", "complete", "pruned", "failed")
+
 
 @dataclass
 class OperatorMetrics:
@@ -36,7 +39,7 @@ class OperatorMetrics:
         )
         self.finished_trials = Gauge(
             "rheostat_study_trials",
-            "Trials per study by state.",
+            "Trials per study by state (queued: of the running, those waiting for a queue).",
             ["namespace", "study", "state"],
             registry=r,
         )
@@ -95,6 +98,6 @@ class OperatorMetrics:
         for gauge in (self.best_value, self.lr_suggestion, self.front_size):
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, study)
-        for state in ("running", "complete", "pruned", "failed"):
+        for state in TRIAL_STATES:
             with contextlib.suppress(KeyError):
                 self.finished_trials.remove(namespace, study, state)

@@ -1,7 +1,7 @@
 """The one module that calls the Kubernetes API, in the few verbs the operator needs.
 
-Reads come from Kopf's watches (handlers.py); this module only writes, plus one
-rare lookup (why a Job's pods are refused).
+Reads come from Kopf's watches (handlers.py); this module only writes, plus two
+rare lookups (why a Job's pods are refused, why Kueue keeps a Job waiting).
 
 Every write is idempotent: creating an object that exists is success (the operator
 did that step before a restart), deleting one that is gone is success. An existing
@@ -23,6 +23,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from rheostat.backends.kubernetes.children import controller_uid
+from rheostat.backends.kubernetes.queueing import LABEL_JOB_UID, WORKLOADS
 from rheostat.spec import API_GROUP, API_VERSION
 
 TRIALS = "tuningtrials"
@@ -198,6 +199,25 @@ class Kube:
             default=None,
         )
         return None if newest is None else f"{newest.reason}: {newest.message}"
+
+    def workload_of_job(self, namespace: str, job_uid: str) -> dict[str, Any] | None:
+        """Kueue's Workload for a Job (by its job-uid label), if Kueue and RBAC let us see it.
+
+        No Workload CRD (404) or no permission (403) reads as "no Workload": the
+        operator works without Kueue, it only cannot say why a Job waits.
+        """
+        group, version, plural = WORKLOADS
+        try:
+            self.on_request("list", plural)
+            found = self.custom.list_namespaced_custom_object(
+                group, version, namespace, plural, label_selector=f"{LABEL_JOB_UID}={job_uid}"
+            )
+        except ApiException as error:
+            if error.status in {403, 404}:
+                return None
+            raise
+        items = (found.get("items") or []) if isinstance(found, dict) else []
+        return dict(items[0]) if items else None
 
     def create_job(self, job: Mapping[str, Any]) -> bool:
         """Create a Job; False when ours already existed, RefusedError when it never will.

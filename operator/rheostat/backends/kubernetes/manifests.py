@@ -12,6 +12,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from rheostat.backends.kubernetes.queueing import enqueue
 from rheostat.contract import LR_RANGE_TEST_NUMBER, MODE_LR_RANGE_TEST, trial_env
 from rheostat.engine import TrialRecord
 from rheostat.spec import API_GROUP, GROUP_VERSION, Scalar, StudySpec
@@ -201,7 +202,7 @@ def trial_job(
     timeout = spec.budget.trial_timeout
     # The engine times trials out itself; the deadline is the backstop if it cannot.
     deadline = timeout + 60 if timeout is not None else None
-    return _job(
+    job = _job(
         study,
         trial_name(name, number),
         template,
@@ -209,6 +210,7 @@ def trial_job(
         job_labels=job_labels,
         deadline=deadline,
     )
+    return enqueue(job, spec)
 
 
 def lr_test_job(
@@ -229,7 +231,7 @@ def lr_test_job(
     )
     job_labels = labels(name, ROLE_LR_RANGE_TEST)
     template = _pod_template(study, spec, env, job_labels)
-    return _job(
+    job = _job(
         study,
         lr_test_name(name),
         template,
@@ -237,3 +239,4 @@ def lr_test_job(
         job_labels=job_labels,
         deadline=spec.budget.trial_timeout,
     )
+    return enqueue(job, spec)

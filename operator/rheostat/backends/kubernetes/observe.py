@@ -77,11 +77,20 @@ class InfrastructureLost:
 
 
 @dataclass(frozen=True)
+class Queued:
+    """Suspended with no live pod: waiting for a queue (Kueue) to admit or re-admit it.
+
+    A state, not a fault: it has no stuck timer. A Job suspended after it ran was
+    preempted; its pods are deleted by the Job controller and never speak for it.
+    """
+
+
+@dataclass(frozen=True)
 class Missing:
     """No Job: never created (a restart between two steps) or deleted by someone."""
 
 
-JobState = Pending | Running | Succeeded | TrainingFailed | InfrastructureLost | Missing
+JobState = Pending | Queued | Running | Succeeded | TrainingFailed | InfrastructureLost | Missing
 
 
 def timestamp(value: str | None) -> float | None:
@@ -133,6 +142,9 @@ def job_state(
     if job_failed and failed is not None and failed.get("reason") == "DeadlineExceeded":
         # The Job controller deletes the pod itself: ask the Job, not the pod, why.
         return TrainingFailed(-1, "the Job's activeDeadlineSeconds ran out")
+    if _queued(job, job_conditions, pods):
+        return Queued()
+    pods = current_pods(job, pods)
     pod = _latest(pods)
     if pod is not None:
         state = _pod_state(pod, now, stuck_timeout)
@@ -145,10 +157,61 @@ def job_state(
         return InfrastructureLost(
             f"the Job failed with no pod to show why ({failed.get('reason')})"
         )
-    created = timestamp(job["metadata"].get("creationTimestamp")) or now
+    created = _started(job) or now
     if pod is None and now - created > min(NO_POD_GRACE_SECONDS, stuck_timeout / 2):
         return _stuck("FailedCreate", "the Job has created no pod", now - created, stuck_timeout)
     return Pending()
+
+
+def _queued(
+    job: Mapping[str, Any],
+    conditions: Mapping[str, Mapping[str, Any]],
+    pods: Sequence[Mapping[str, Any]],
+) -> bool:
+    """A suspended Job that has not ended and has no pod left running (pods of a
+    preempted run are being deleted; their ending is not the trial's)."""
+    if not (job.get("spec") or {}).get("suspend"):
+        return False
+    if any((conditions.get(kind) or {}).get("status") == "True" for kind in ("Complete", "Failed")):
+        return False
+    return not any(
+        not p["metadata"].get("deletionTimestamp")
+        and (p.get("status") or {}).get("phase") not in {"Succeeded", "Failed"}
+        for p in pods
+    )
+
+
+def _started(job: Mapping[str, Any]) -> float | None:
+    """When the Job's current run began: its creation, or its latest resume.
+
+    The Job controller resets `status.startTime` when a suspended Job resumes.
+    """
+    created = timestamp(job["metadata"].get("creationTimestamp"))
+    started = timestamp((job.get("status") or {}).get("startTime"))
+    return max((t for t in (created, started) if t is not None), default=None)
+
+
+def current_pods(
+    job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """The pods of the Job's current run, without those of a run that was preempted.
+
+    A pod being deleted that was created before the Job's latest start belongs to a
+    run Kueue suspended: it never speaks for the trial. Both conditions, because
+    the Job controller may write `startTime` a sync after it created the pod (its
+    first status write lost to a conflict), and a live pod of the current run must
+    never be dropped for that.
+    """
+    started = timestamp((job.get("status") or {}).get("startTime"))
+    if started is None:
+        return list(pods)
+    return [p for p in pods if not _of_an_earlier_run(p, started)]
+
+
+def _of_an_earlier_run(pod: Mapping[str, Any], started: float) -> bool:
+    created = timestamp(pod["metadata"].get("creationTimestamp"))
+    deleted = pod["metadata"].get("deletionTimestamp")
+    return bool(deleted) and created is not None and created < started
 
 
 def _pod_state(pod: Mapping[str, Any], now: float, stuck_timeout: float) -> JobState:

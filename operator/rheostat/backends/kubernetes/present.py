@@ -27,13 +27,14 @@ def best_text(value: float | None) -> str:
 
 def study_lines(rows: Sequence[StudyRow], *, namespaces: bool, now: float | None = None) -> str:
     """The `get` listing, aligned like kubectl's."""
-    header = ["NAME", "PHASE", "DONE", "TOTAL", "BEST", "LR", "ETA", "AGE"]
+    header = ["NAME", "PHASE", "DONE", "TOTAL", "QUEUED", "BEST", "LR", "ETA", "AGE"]
     table = [
         [
             row.name,
             row.phase,
             "" if row.finished is None else str(row.finished),
             "" if row.target is None else str(row.target),
+            "" if row.queued is None else str(row.queued),
             f"front of {row.front}" if row.front is not None else best_text(row.best),
             "<none>" if row.lr is None else f"{row.lr:.3g}",
             "<none>" if row.eta is None else duration_text(row.eta),
@@ -69,6 +70,7 @@ def describe(study: ClusterStudy, console: Console) -> None:
         ("Algorithm", f"{spec.algorithm.name}{seed}"),
         ("Budget", f"{budget.max_trials} trials, {budget.parallelism} at a time"),
         ("Phase", status.get("phase", "Pending")),
+        *_queue_lines(spec.queue, status),
     ):
         console.print(f"{label + ':':<12}{value}", markup=False, highlight=False)
     for number, reason in enumerate(why_waiting(wait_facts(study))):
@@ -120,6 +122,20 @@ def _stuck(conditions: Sequence[Mapping[str, Any]]) -> dict[int, str]:
     if condition is None or condition.get("status") != "True":
         return {}
     return split_stuck(str(condition.get("message", "")))
+
+
+def _queue_lines(queue: str | None, status: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Queue and Queued lines, once a queue (Kueue) is in play for the study."""
+    trials = status.get("trials") or {}
+    if "queued" not in trials and queue is None:
+        return []
+    seen = status.get("queue") or {}
+    waiting = (
+        f"{trials.get('queued', 0)} waiting for quota; "
+        f"{seen.get('sampledWhileWaiting', 0)} sampled while another waited, "
+        f"{seen.get('preemptions', 0)} preempted"
+    )
+    return [("Queue", queue or "(the operator's default)"), ("Queued", waiting)]
 
 
 def _event_time(event: client.CoreV1Event) -> str:

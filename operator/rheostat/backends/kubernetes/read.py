@@ -162,6 +162,7 @@ class StudyRow:
     created: datetime | None
     front: int | None = None  # trials on the Pareto front (several objectives)
     eta: int | None = None  # seconds a running study still needs (status.etaSeconds)
+    queued: int | None = None  # trials waiting for a queue (Kueue) to admit them
 
 
 def study_row(body: Mapping[str, Any]) -> StudyRow:
@@ -182,6 +183,7 @@ def study_row(body: Mapping[str, Any]) -> StudyRow:
         created=created if isinstance(created, datetime) else None,
         front=(status.get("paretoFront") or {}).get("size"),
         eta=status.get("etaSeconds"),
+        queued=counts.get("queued"),
     )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from rheostat import lr_phase, objectives, warm_start
 from rheostat.backends.kubernetes import manifests as build
+from rheostat.backends.kubernetes import queueing
 from rheostat.backends.kubernetes.ask_worker import AskBackend
 from rheostat.backends.kubernetes.children import Children
 from rheostat.backends.kubernetes.gp_worker import ask_backend
@@ -36,14 +37,17 @@ from rheostat.backends.kubernetes.observe import (
     InfrastructureLost,
     Missing,
     Pending,
+    Queued,
     Running,
     Succeeded,
     TrainingFailed,
     job_state,
+    timestamp,
 )
-from rheostat.contract import last_step, lr_curve, parse_termination_message
+from rheostat.contract import LR_RANGE_TEST_NUMBER, last_step, lr_curve, parse_termination_message
 from rheostat.engine import (
     Action,
+    Admitted,
     Engine,
     Event,
     Finished,
@@ -57,10 +61,13 @@ from rheostat.engine import (
     TrialRecord,
 )
 from rheostat.engine import (
+    Queued as TrialQueued,
+)
+from rheostat.engine import (
     Refused as TrialRefused,
 )
 from rheostat.eta import duration_text, eta_seconds
-from rheostat.metrics.operator import OperatorMetrics
+from rheostat.metrics.operator import TRIAL_STATES, OperatorMetrics
 from rheostat.metrics.promql import query_trial
 from rheostat.metrics.scrape import TrialSample, scrape
 from rheostat.spec import StudySpec
@@ -102,6 +109,10 @@ class _Runtime:
     persisted: dict[int, dict[str, Any]] = field(default_factory=dict)
     lr_curve: dict[str, Any] | None = None
     stuck: dict[int, _Stuck] = field(default_factory=dict)
+    # Trials (and the LR range test, LR_RANGE_TEST_NUMBER) waiting for a queue, and
+    # why; and those failed because Kueue could not admit them within queueTimeout.
+    queued: dict[int, queueing.Wait] = field(default_factory=dict)
+    queue_timeouts: dict[int, str] = field(default_factory=dict)
     # Why a Job's pods are refused (its Warning event), looked up once per trial.
     refusals: dict[int, str] = field(default_factory=dict)
     written_status: dict[str, Any] | None = None
@@ -207,8 +218,8 @@ class Reconciler:
         best = status.get("bestTrial")
         if best is not None:
             metrics.best_value.labels(namespace, name).set(best["value"])
-        for state in ("running", "complete", "pruned", "failed"):
-            count = status["trials"][state]
+        for state in TRIAL_STATES:
+            count = status["trials"].get(state, 0)  # "queued" only once a queue is in play
             metrics.finished_trials.labels(namespace, name, state).set(count)
         front = status.get("paretoFront")
         if front is not None:
@@ -289,6 +300,7 @@ class _Pass:
             self._event(
                 "Normal", "BudgetChanged", f"budget is now {self.spec.budget.max_trials} trials"
             )
+        engine.queued_on_launch = queueing.queue_name(self.spec) is not None
         jobs = self.children.jobs
         pods = self.children.pods_by_owner()
         actions: list[Action] = []
@@ -373,7 +385,13 @@ class _Pass:
         runtime.lr_seen = True
         timeout = float(self.spec.budget.unschedulable_timeout)
         state = job_state(jobs[name], pods.get(build.ROLE_LR_RANGE_TEST, []), self.now, timeout)
-        if isinstance(state, Succeeded):
+        runtime.queued.pop(LR_RANGE_TEST_NUMBER, None)
+        if isinstance(state, Queued):
+            why = self._queue_wait(runtime, LR_RANGE_TEST_NUMBER, jobs[name])
+            if why is not None:
+                self.kube.delete_job(self.namespace, name)
+                event = LrRangeFinished(error=f"the LR range test was not run: {why}")
+        elif isinstance(state, Succeeded):
             event = _lr_event(state.termination_message)
         elif isinstance(state, Running):
             deadline = self.spec.budget.trial_timeout
@@ -450,6 +468,11 @@ class _Pass:
             return self._job_missing(runtime, number)
         runtime.jobs_seen.add(number)
         runtime.launching.pop(number, None)
+        runtime.queued.pop(number, None)
+        if isinstance(state, Queued):
+            return self._trial_queued(runtime, number, jobs[job_name])
+        if isinstance(state, Pending | Running):
+            runtime.engine.observe(Admitted(number), self.now)
         if isinstance(state, Pending) and state.reason:
             runtime.stuck[number] = _Stuck(state.reason, self._why_stuck(runtime, number, state))
         elif isinstance(state, Running):
@@ -472,6 +495,44 @@ class _Pass:
         if event is None:
             return []
         return runtime.engine.observe(event, self.now)
+
+    def _trial_queued(self, runtime: _Runtime, number: int, job: Mapping[str, Any]) -> list[Action]:
+        """A trial waiting for a queue: not stuck; preempted if it had started.
+
+        A preempted trial's Job is left for Kueue to resume in place: no retry is
+        spent and it is counted once. One that Kueue cannot admit (no such queue,
+        deactivated) fails after budget.queueTimeout with Kueue's message.
+        """
+        engine = runtime.engine
+        before = engine.preemptions
+        engine.observe(TrialQueued(number), self.now)
+        if engine.preemptions > before:
+            self._event(
+                "Normal",
+                "TrialPreempted",
+                f"trial {number}: suspended by the queue; it resumes when admitted again",
+            )
+        why = self._queue_wait(runtime, number, job)
+        if why is None:
+            return []
+        runtime.queued.pop(number, None)
+        runtime.queue_timeouts[number] = why
+        self.kube.delete_job(self.namespace, build.trial_name(self.name, number))
+        return engine.observe(TrialRefused(number, why), self.now)
+
+    def _queue_wait(self, runtime: _Runtime, key: int, job: Mapping[str, Any]) -> str | None:
+        """Record why a Job waits (its Workload's word); why it must stop waiting, if so."""
+        uid = str(job["metadata"].get("uid", ""))
+        wait = queueing.wait_of(self.kube.workload_of_job(self.namespace, uid), timestamp)
+        runtime.queued[key] = wait
+        limit = self.spec.budget.queue_timeout
+        since = wait.since or timestamp(job["metadata"].get("creationTimestamp")) or self.now
+        if wait.hopeless and self.now - since > limit:
+            return (
+                f"Kueue did not admit it within queueTimeout={limit}s "
+                f"({wait.reason}: {wait.message})"
+            )
+        return None
 
     def _job_missing(self, runtime: _Runtime, number: int) -> list[Action]:
         """A running trial with no Job in view: on its way, to create, or lost.
@@ -611,7 +672,7 @@ class _Pass:
         engine = runtime.engine
         for number, stored in list(runtime.persisted.items()):
             before = stored.get("state")
-            if before not in {None, "Running"}:
+            if before not in {None, "Running", "Queued"}:
                 continue
             record = engine.record(number)
             if record.kind == "duplicate":
@@ -619,13 +680,16 @@ class _Pass:
             started = stored.get("startedAt")
             if (
                 self._write_record(runtime, record)
-                and before == "Running"
+                and before in {"Running", "Queued"}
                 and record.state != "running"
             ):
                 self._trial_finished(record, started)
 
     def _write_record(self, runtime: _Runtime, record: TrialRecord) -> bool:
         status = build.trial_status(record)
+        waiting = runtime.engine.running.get(record.number)
+        if waiting is not None and waiting.queued:  # `kubectl get ttrial` shows it; read
+            status["state"] = "Queued"  # back as running (record_from_trial)
         before = runtime.persisted.get(record.number, {})
         if not record.started_at:  # finished trials keep the start time they were given
             status["startedAt"] = before.get("startedAt", self.now)
@@ -697,6 +761,7 @@ class _Pass:
                 or "no trial pod is stuck",
             ),
         ]
+        wanted.append(_queued_condition(runtime))
         if self.spec.lr_range_test is not None:
             done = "lrRangeTest" in status
             wanted.append(
@@ -730,6 +795,25 @@ class _Pass:
 
     def _event(self, kind: str, reason: str, message: str) -> None:
         self.events.append(StudyEvent(kind, reason, message))
+
+
+def _queued_condition(runtime: _Runtime) -> tuple[str, bool, str, str]:
+    """TrialsQueued: who waits for a queue and Kueue's reason; or who gave up waiting."""
+
+    def who(key: int) -> str:
+        return "the LR range test" if key == LR_RANGE_TEST_NUMBER else f"trial {key}"
+
+    if runtime.queued:
+        hopeless = [w for w in runtime.queued.values() if w.hopeless]
+        reason = hopeless[0].reason if hopeless else "WaitingForQuota"
+        message = "; ".join(f"{who(k)}: {w.message}" for k, w in sorted(runtime.queued.items()))
+        return ("TrialsQueued", True, reason, message)
+    if runtime.queue_timeouts:
+        message = "; ".join(
+            f"{who(k)} failed: {why}" for k, why in sorted(runtime.queue_timeouts.items())
+        )
+        return ("TrialsQueued", False, "QueueTimeout", message)
+    return ("TrialsQueued", False, "NoneQueued", "no trial waits for a queue")
 
 
 def _without_nulls(value: Any) -> Any:
