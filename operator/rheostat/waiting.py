@@ -4,8 +4,8 @@ A user who sees DONE stay put wants to know which of a few things holds it: the
 operator has not seen the study, the LR range test runs first, trial pods cannot
 be scheduled, pods are on their way, every parallel slot is busy, or maxTrials
 are all launched. Each is a :class:`Rule` in :data:`RULES`, checked in order over
-plain :class:`WaitFacts`, so a new reason (a Kueue queue, say) is one more fact
-and one more rule placed where it belongs in the list, and its own unit test.
+plain :class:`WaitFacts`, so a new reason (trials waiting in a Kueue queue) is one more
+fact and one more rule placed where it belongs in the list, and its own unit test.
 
 Pure: the facts come from the study's status and its trials' pods, gathered by
 the caller.
@@ -36,6 +36,8 @@ class WaitFacts:
     # stuck ones excluded.
     starting: int = 0
     stuck: Sequence[str] = ()  # one message per trial whose pod cannot start
+    queued: int = 0  # trials whose Job waits for Kueue to admit it (not stuck: waiting)
+    queue_message: str = ""  # the TrialsQueued condition's message (Kueue's own words)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,14 @@ RULES: tuple[Rule, ...] = (
         "TrialsStuck",
         lambda f: bool(f.stuck),
         lambda f: f"{_trials(len(f.stuck))} cannot start: " + "; ".join(f.stuck),
+    ),
+    Rule(
+        "TrialsQueued",
+        lambda f: f.queued > 0,
+        lambda f: (
+            f"{_trials(f.queued)} {'waits' if f.queued == 1 else 'wait'} for quota "
+            "in the study's Kueue queue" + (f": {f.queue_message}" if f.queue_message else "")
+        ),
     ),
     Rule(
         "TrialsStarting",

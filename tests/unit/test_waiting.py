@@ -153,3 +153,27 @@ def test_describe_reads_stuck_trials_from_the_operators_condition() -> None:
     # Trial 0 is stuck, so not also "starting"; both trials are launched.
     assert names(found) == ["TrialsStuck", "MaxTrialsLaunched"]
     assert found[0].message.startswith("1 trial cannot start: trial 0: FailedCreate")
+
+
+def test_trials_waiting_for_kueue_quota_say_so_in_kueues_words() -> None:
+    message = "trial 0: couldn't assign flavors: insufficient unused quota for nvidia.com/gpu"
+    (reason,) = why_waiting(facts(queued=1, queue_message=message))
+    assert reason == Reason(
+        "TrialsQueued", f"1 trial waits for quota in the study's Kueue queue: {message}"
+    )
+
+
+def test_describe_reads_queued_trials_from_the_operators_condition() -> None:
+    from tests.unit.test_reconcile_queue import QUOTA_MESSAGE, queued_study, workload
+
+    op = Operator()
+    op.apply(queued_study())
+    op.reconcile()
+    workload(op, 0, "Pending", QUOTA_MESSAGE)
+    op.server.now += 3600  # an hour waiting for a GPU is queued, never stuck
+    op.reconcile()
+
+    found = why_waiting(wait_facts(_cluster_study(op)))
+
+    assert names(found) == ["TrialsQueued"]
+    assert QUOTA_MESSAGE in found[0].message

@@ -113,7 +113,15 @@ def wait_facts(study: ClusterStudy) -> WaitFacts:
         parallelism=budget.parallelism,
         starting=len(starting),
         stuck=tuple(stuck.values()),
+        queued=int(counts.get("queued", 0)),
+        queue_message=_condition_message(status.get("conditions") or [], "TrialsQueued"),
     )
+
+
+def _condition_message(conditions: Sequence[Mapping[str, Any]], kind: str) -> str:
+    """The message of a condition of this type that holds, else empty."""
+    found = next((c for c in conditions if c.get("type") == kind), None)
+    return str(found.get("message", "")) if found and found.get("status") == "True" else ""
 
 
 def _stuck(conditions: Sequence[Mapping[str, Any]]) -> dict[int, str]:
