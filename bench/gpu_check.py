@@ -45,7 +45,7 @@ def study_document(timings: Path, smoke: bool) -> dict[str, Any]:
     args = SMOKE_ARGS if smoke else list(trainer.get("args", []))
     trainer["args"] = [*args, "--timings", str(timings)]
     if smoke:
-        spec["lrRangeTest"]["steps"] = 20
+        spec["lrRangeTest"]["steps"] = 60
         spec["budget"]["trialTimeout"] = 60
     return doc
 
