@@ -111,6 +111,18 @@ def local_problems(study: TuningStudy) -> list[SpecProblem]:
     Checked before the work folder is touched: a trainer that cannot be started at
     all must not leave a study with one failed trial per attempt behind.
     """
+    replicas = study.spec.trial_template.replicas
+    if replicas > 1:
+        # N local processes would all share one host and one GPU set: a rehearsal of
+        # nothing a cluster does, so refuse rather than pretend.
+        return [
+            SpecProblem(
+                "spec.trialTemplate.replicas",
+                f"a local run starts one process per trial; replicas {replicas} needs a "
+                "cluster (set it to 1 to run here, or launch several ranks with torchrun "
+                "inside the one trial's command)",
+            )
+        ]
     container = study.spec.trial_template.spec.containers[0]
     path = "spec.trialTemplate.spec.containers[0].command"
     if not container.command:
