@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rheostat import lr_phase, objectives, warm_start
+from rheostat.backends.kubernetes import distributed
 from rheostat.backends.kubernetes import manifests as build
 from rheostat.backends.kubernetes.ask_worker import AskWorker
 from rheostat.backends.kubernetes.children import Children
@@ -40,6 +41,7 @@ from rheostat.backends.kubernetes.observe import (
     TrainingFailed,
     job_state,
 )
+from rheostat.backends.kubernetes.observe_ranks import trial_state
 from rheostat.contract import last_step, lr_curve, parse_termination_message
 from rheostat.engine import (
     Action,
@@ -437,7 +439,7 @@ class _Pass:
     ) -> list[Action]:
         job_name = build.trial_name(self.name, number)
         timeout = float(self.spec.budget.unschedulable_timeout)
-        state = job_state(jobs.get(job_name), pods.get(f"t{number}", []), self.now, timeout)
+        state = trial_state(jobs.get(job_name), pods.get(f"t{number}", []), self.now, timeout)
         runtime.stuck.pop(number, None)
         event: Event | None = None
         if isinstance(state, Missing):
@@ -536,7 +538,7 @@ class _Pass:
             runtime.lr_launched_at = self.now
         sweep = (action.parameter, action.min_lr, action.max_lr, action.steps)
         try:
-            job = build.lr_test_job(self.body, self.spec, action.params, sweep)
+            job = distributed.lr_test_job(self.body, self.spec, action.params, sweep)
             created = self.kube.create_job(job)
         except NameTakenError:
             return  # a deleted study's test, until the garbage collector removes it
@@ -577,7 +579,11 @@ class _Pass:
                 self.trial_objects[number] = trial
                 runtime.trial_uids[number] = str(trial["metadata"]["uid"])
                 self._write_record(runtime, record)
-            job = build.trial_job(self.body, self.spec, trial, trial["spec"]["params"])
+            job, service = distributed.trial_children(
+                self.body, self.spec, trial, trial["spec"]["params"]
+            )
+            if service is not None:  # first, so rank 0's name resolves when pods start
+                self.kube.create_service(service)
             created = self.kube.create_job(job)
         except NameTakenError:
             return []
