@@ -15,6 +15,7 @@ import pytest
 from rheostat.backends.kubernetes import distributed
 from rheostat.backends.kubernetes import manifests as build
 from rheostat.backends.kubernetes.kube import NameTakenError
+from rheostat.backends.local.runner import spec_fingerprint
 from rheostat.spec import study_from_mapping
 from tests.studies import synthetic_study
 from tests.unit.fake_kube import controller_uid
@@ -196,3 +197,14 @@ def test_names_that_start_with_a_digit_get_a_service_name_that_does_not() -> Non
     assert env_of(indexed)["MASTER_ADDR"] == "9lives-t0-0.r9lives-t0"
     # A metrics port on torchrun's default moves the rendezvous port aside.
     assert distributed.master_port(29500) == 29501
+
+
+def test_a_local_study_db_from_before_replicas_existed_still_resumes() -> None:
+    """The local resume check hashes the spec; the new field's default must not move it.
+
+    fb5e379ca7f16401 is what the code before `replicas` computed for this study.
+    """
+    document = synthetic_study("syn")
+    assert spec_fingerprint(study_from_mapping(document)) == "fb5e379ca7f16401"
+    document["spec"]["trialTemplate"]["replicas"] = 1
+    assert spec_fingerprint(study_from_mapping(document)) == "fb5e379ca7f16401"

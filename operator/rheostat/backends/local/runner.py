@@ -138,8 +138,14 @@ def local_problems(study: TuningStudy) -> list[SpecProblem]:
 
 
 def spec_fingerprint(study: TuningStudy) -> str:
-    """Identity of what a study *means*: everything but the budget, which may change."""
-    document = study.spec.model_dump(mode="json", by_alias=True, exclude={"budget"})
+    """Identity of what a study *means*: everything but the budget, which may change.
+
+    `trialTemplate.replicas` is left out: it is always 1 here (larger is refused), and
+    a study.db written before the field existed must still resume.
+    """
+    document = study.spec.model_dump(
+        mode="json", by_alias=True, exclude={"budget": True, "trial_template": {"replicas"}}
+    )
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:16]
 
 
