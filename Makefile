@@ -133,6 +133,7 @@ bench: $(STAMP) control-plane
 	$(PY) -m bench.operator_scale
 	$(PY) -m bench.gp_ask
 	$(PY) -m bench.lr_advice
+	$(PY) -m bench.lr_schedule
 
 bench-smoke: $(STAMP)
 	$(PY) -m bench.run --smoke

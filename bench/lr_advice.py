@@ -72,6 +72,20 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("mlp-adam", "classify", "adam", layers=4, width=64, batch_size=256, epochs=20),
 )
 
+#: Workloads the rules were never tuned on (issue 18: deeper nets, smaller batches, Adam
+#: as well as SGD), scored apart with ``--held-out``.
+HELD_OUT: tuple[Workload, ...] = (
+    Workload("deep-digits-sgd", "digits", "sgd", layers=4, width=32, batch_size=16, epochs=4),
+    Workload("deep-digits-adam", "digits", "adam", layers=4, width=64, batch_size=32, epochs=4),
+    Workload("deep-mlp-sgd", "classify", "sgd", layers=6, width=64, batch_size=16, epochs=8),
+    Workload("wide-mlp-adam", "classify", "adam", layers=3, width=256, batch_size=32, epochs=10),
+)
+
+
+def workload(name: str) -> Workload:
+    """A workload of either set, by name."""
+    return next(w for w in (*WORKLOADS, *HELD_OUT) if w.name == name)
+
 
 @dataclass(frozen=True)
 class Sizes:
@@ -137,7 +151,7 @@ def run_job(job: Job) -> dict[str, Any]:
     from rheostat_trainer.examples import digits
     from rheostat_trainer.lr_finder import lr_range_test
 
-    w = next(x for x in WORKLOADS if x.name == job.workload)
+    w = workload(job.workload)
     model, optimizer, (x_train, y_train, x_val, y_val) = _setup(w, job.lr, job.seed)
     shuffle = torch.Generator().manual_seed(job.seed)
     loss_fn = nn.CrossEntropyLoss()
@@ -210,6 +224,11 @@ def score(raw: dict[str, Any]) -> dict[str, Any]:
         curves: list[dict[str, Any]] = []
         for curve in w["curves"]:
             rules: dict[str, Any] = {}
+            try:
+                lr_range.analyse(curve["lrs"], curve["losses"], bounds=SEARCH_RANGE)
+            except lr_range.LrRangeError as refusal:  # no advice: the study searches its range
+                curves.append({"seed": curve["seed"], "refused": str(refusal), "rules": {}})
+                continue
             for rule in lr_range.SUGGESTION_RULES:
                 res = lr_range.analyse(curve["lrs"], curve["losses"], rule, bounds=SEARCH_RANGE)
                 if res.rule != rule:
@@ -227,7 +246,7 @@ def score(raw: dict[str, Any]) -> dict[str, Any]:
         covered = 0
         outside: list[float] = []
         for w in per_workload:
-            got = [c["rules"][rule] for c in w["curves"] if c["rules"][rule] is not None]
+            got = [c["rules"][rule] for c in w["curves"] if c["rules"].get(rule) is not None]
             # A workload counts when the median seed's suggestion is in band.
             if got and sum(g["in_band"] for g in got) * 2 > len(got):
                 hits += 1
@@ -250,7 +269,7 @@ def _median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else math.nan
 
 
-def render(raw: dict[str, Any], out: Path) -> dict[str, Any]:
+def render(raw: dict[str, Any], out: Path, name: str = "lr_advice") -> dict[str, Any]:
     from rheostat import lr_range
 
     scored = score(raw)
@@ -285,8 +304,14 @@ def render(raw: dict[str, Any], out: Path) -> dict[str, Any]:
         headers = ["rule", "suggestions (per seed)", "in band", "decades off (median)"]
         headers += ["narrowed range (median)", "covers band", "decades outside (median)"]
         rows = []
+        refused = [c for c in w["curves"] if "refused" in c]
+        if refused:
+            lines.append(
+                f"No advice from {len(refused)} of {len(w['curves'])} curves (a study then "
+                f"searches its whole range): {refused[0]['refused']}\n"
+            )
         for rule in lr_range.SUGGESTION_RULES:
-            got = [c["rules"][rule] for c in w["curves"] if c["rules"][rule] is not None]
+            got = [c["rules"][rule] for c in w["curves"] if c["rules"].get(rule) is not None]
             if not got:
                 rows.append([rule, "none", "—", "—", "—", "—", "—"])
                 continue
@@ -309,10 +334,10 @@ def render(raw: dict[str, Any], out: Path) -> dict[str, Any]:
     if cost:
         lines.append(lr_cost.markdown(cost))
     lines.append(f"Run time: {fmt(raw['seconds'])} s wall on {raw['workers']} workers.\n")
-    (out / "lr_advice.md").write_text("\n".join(lines), encoding="utf-8")
-    plot(scored, out / "lr_advice.png")
+    (out / f"{name}.md").write_text("\n".join(lines), encoding="utf-8")
+    plot(scored, out / f"{name}.png")
     write_json(
-        out / "lr_advice.json", {"sizes": raw["sizes"], "sweep": SWEEP, **scored, "realistic": cost}
+        out / f"{name}.json", {"sizes": raw["sizes"], "sweep": SWEEP, **scored, "realistic": cost}
     )
     return scored
 
@@ -333,7 +358,7 @@ def plot(scored: dict[str, Any], path: Path) -> None:
         ax.plot(lrs, list(b["medians"].values()), "k.-", lw=1)
         ax.axvspan(b["edge_lo"], b["edge_hi"], color="tab:green", alpha=0.2, label="good band")
         for i, (rule, marker) in enumerate(markers.items()):
-            got = [c["rules"][rule]["lr"] for c in w["curves"] if c["rules"][rule] is not None]
+            got = [c["rules"][rule]["lr"] for c in w["curves"] if c["rules"].get(rule) is not None]
             ax.plot(got, [0.05 + 0.05 * i] * len(got), marker, ls="", label=rule, alpha=0.8)
         ax.set_xscale("log")
         ax.set_ylim(0, 1)
@@ -346,30 +371,35 @@ def plot(scored: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def collect(sizes: Sizes, out: Path, workers: int) -> dict[str, Any]:
+def collect(
+    sizes: Sizes,
+    out: Path,
+    workers: int,
+    workloads: Sequence[Workload] = WORKLOADS,
+    name: str = "lr_advice",
+) -> dict[str, Any]:
     start = time.monotonic()
     lrs = grid(sizes)
     jobs: list[Job] = []
-    for w in WORKLOADS:
+    for w in workloads:
         epochs = max(1, round(w.epochs * sizes.epochs_scale))
         jobs += [Job(w.name, "train", lr, s, epochs) for lr in lrs for s in range(sizes.seeds)]
         jobs += [Job(w.name, "lr_test", 0.0, s, 0) for s in range(sizes.lr_test_seeds)]
-    results = run_jobs(
-        "lr_advice", out, jobs, run_job, workers=workers, initializer=init_torch_worker
-    )
-    workloads = []
-    for w in WORKLOADS:
+    results = run_jobs(name, out, jobs, run_job, workers=workers, initializer=init_torch_worker)
+    rows = []
+    for w in workloads:
         mine = [(j, r) for j, r in zip(jobs, results, strict=True) if j.workload == w.name]
         scores: dict[str, list[float]] = {}
         for j, r in mine:
             if j.kind == "train":
                 scores.setdefault(str(j.lr), []).append(r["accuracy"])
         curves = [{"seed": j.seed, **r} for j, r in mine if j.kind == "lr_test"]
-        workloads.append({**asdict(w), "title": w.title(), "grid": scores, "curves": curves})
-    realistic = lr_cost.measure(sizes.realistic_epochs, sizes.lr_test_seeds)
+        rows.append({**asdict(w), "title": w.title(), "grid": scores, "curves": curves})
+    held_out = workloads is HELD_OUT
+    realistic = None if held_out else lr_cost.measure(sizes.realistic_epochs, sizes.lr_test_seeds)
     return {
         "sizes": asdict(sizes),
-        "workloads": workloads,
+        "workloads": rows,
         "realistic": realistic,
         "seconds": time.monotonic() - start,
         "workers": workers,
@@ -384,15 +414,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--render", action="store_true", help="re-score the stored raw JSON")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--held-out", action="store_true", help="the workloads no rule was tuned on"
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    raw_path = args.out / "lr_advice_raw.json"
+    name = "lr_advice_heldout" if args.held_out else "lr_advice"
+    raw_path = args.out / f"{name}_raw.json"
     if args.render:
         raw = json.loads(raw_path.read_text(encoding="utf-8"))
     else:
-        raw = collect(SMOKE if args.smoke else FULL, args.out, args.workers)
+        workloads = HELD_OUT if args.held_out else WORKLOADS
+        sizes = SMOKE if args.smoke else FULL
+        raw = collect(sizes, args.out, args.workers, workloads, name)
         write_json(raw_path, raw)
-    scored = render(raw, args.out)
+    scored = render(raw, args.out, name)
     for rule, s in scored["summary"].items():
         print(
             f"{rule}: in band on {s['workloads_in_band']}, range covers on "

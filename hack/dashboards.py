@@ -302,7 +302,8 @@ def study() -> dash.Dashboard:
         "rheostat-study",
         "Rheostat / Study",
         "One TuningStudy: best value, trials by state, the objective of every trial, "
-        "intermediate curves, the LR range test and failures.",
+        "intermediate curves, the LR range test, failures, and for a study with several "
+        "objectives its Pareto front.",
     )
     trials = "rheostat_study_trials"
     board.with_variable(_variable("namespace", "Namespace", f"label_values({trials}, namespace)"))
@@ -423,10 +424,37 @@ def study() -> dash.Dashboard:
             ),
             unit="short",
         ),
+        *_multi_objective_panels(y=37),
     ]
     for panel in panels:
         board.with_panel(panel)
     return board
+
+
+def _multi_objective_panels(y: int) -> list[Panel]:
+    """A study with several objectives has no single best: its front, and each
+    objective's best (the front's extreme along it), as they move over time.
+    Empty for a study with one objective."""
+    return [
+        _graph(
+            12,
+            "Pareto front size (several objectives)",
+            "rheostat_study_pareto_front_size: trials no other trial beats on every "
+            "objective at once. It grows as trials find new trade-offs and shrinks when "
+            "one trial dominates several.",
+            (8, 12, 0, y),
+            _query(f"rheostat_study_pareto_front_size{{{SEL}}}", "trials on the front"),
+            unit="short",
+        ).line_interpolation(LineInterpolation.STEP_AFTER),
+        _graph(
+            13,
+            "Best of each objective (several objectives)",
+            "rheostat_study_objective_best: the best value of each objective so far, "
+            "in its own direction (the front's extreme along that objective).",
+            (8, 12, 12, y),
+            _query(f"rheostat_study_objective_best{{{SEL}}}", "{{objective}}"),
+        ).line_interpolation(LineInterpolation.STEP_AFTER),
+    ]
 
 
 DASHBOARDS: dict[str, Callable[[], dash.Dashboard]] = {

@@ -27,11 +27,13 @@ def trial_env(
     mode: str = MODE_TRIAL,
     lr_sweep: tuple[str, float, float, int] | None = None,
     objectives: Sequence[str] = (),
+    lr_schedule: tuple[float, float] | None = None,
 ) -> dict[str, str]:
     """Environment variables for one trial (or the LR range test).
 
     `objectives` are the study's objective metric names: `finish()` keeps them
     whatever else it must drop to fit the 4096-byte termination message.
+    `lr_schedule` is the trial's (base, peak) LR under `lrRangeTest.apply: schedule`.
     """
     env = {
         "RHEOSTAT_MODE": mode,
@@ -52,6 +54,8 @@ def trial_env(
             "RHEOSTAT_LR_MAX": repr(max_lr),
             "RHEOSTAT_LR_STEPS": str(steps),
         }
+    if lr_schedule is not None:
+        env |= {"RHEOSTAT_LR_BASE": repr(lr_schedule[0]), "RHEOSTAT_LR_PEAK": repr(lr_schedule[1])}
     return env
 
 

@@ -216,6 +216,8 @@ def study_crd() -> JsonSchema:
         # Rounded by the operator (status.display): a number column prints all 17 digits.
         {"name": "Best", "type": "string", "jsonPath": ".status.display.best"},
         {"name": "LR", "type": "string", "jsonPath": ".status.display.lr"},
+        # A duration string: a "date" column shows a time in the future as <invalid>.
+        {"name": "ETA", "type": "string", "jsonPath": ".status.display.eta"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
     schema = {

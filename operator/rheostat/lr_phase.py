@@ -50,17 +50,41 @@ def analyse(spec: StudySpec, lrs: Sequence[float], losses: Sequence[float]) -> L
 def override(spec: StudySpec, result: lr_range.LrRangeResult) -> LrOverride:
     """The policy applied to the space.
 
-    `fix` with a suggestion outside the parameter's own range is not obeyed: the
-    curve disagrees with the user (a curve that rises from its first point makes
-    `minimum` suggest the sweep's start, far below any sane LR), so the study
-    searches the user's range and the status says why (:func:`disagreement`).
+    `fix` (or `schedule`) with a suggestion (a peak) outside the parameter's own
+    range is not obeyed: the curve disagrees with the user (a curve that rises
+    from its first point makes `minimum` suggest the sweep's start, far below any
+    sane LR), so the study searches the user's range and the status says why
+    (:func:`disagreement`).
     """
     test = spec.lr_range_test
     assert test is not None
     policy = test.apply
-    if policy == "fix" and disagreement(spec, result) is not None:
+    if policy in ("fix", "schedule") and disagreement(spec, result) is not None:
         policy = "report"
+    if policy == "schedule":
+        assert result.schedule is not None  # else disagreement() said why
+        peak = result.schedule[1]
+        lower, upper = lr_range.peak_band(peak, *_bounds(spec))
+        return LrOverride(test.parameter, policy, peak, lower, upper)
     return LrOverride(test.parameter, policy, result.suggested_lr, result.lower, result.upper)
+
+
+def trial_schedule(
+    spec: StudySpec, result: lr_range.LrRangeResult | None, params: Mapping[str, Any]
+) -> tuple[float, float] | None:
+    """A trial's (base, peak) LR under `apply: schedule`, or None.
+
+    The peak is the trial's own value of the LR parameter (searched around the
+    test's peak); the base keeps the test's base-to-peak ratio, so a trial that
+    tries a higher peak cycles from a proportionally higher base.
+    """
+    test = spec.lr_range_test
+    if test is None or result is None or override(spec, result).policy != "schedule":
+        return None
+    assert result.schedule is not None
+    base, peak = result.schedule
+    trial_peak = float(params.get(test.parameter, peak))
+    return trial_peak * base / peak, trial_peak
 
 
 def disagreement(spec: StudySpec, result: lr_range.LrRangeResult) -> str | None:
@@ -68,6 +92,19 @@ def disagreement(spec: StudySpec, result: lr_range.LrRangeResult) -> str | None:
     test = spec.lr_range_test
     assert test is not None
     low, high = _bounds(spec)
+    if test.apply == "schedule":
+        if result.schedule is None:
+            return (
+                "the curve has no steep descent to take a schedule's bounds from; "
+                "the study searches the whole range and the trials get no schedule"
+            )
+        if not low <= result.schedule[1] <= high:
+            return (
+                f"the schedule's peak lr {result.schedule[1]:.3g} lies outside "
+                f"{test.parameter}'s range [{low:g}, {high:g}]; the study searches the "
+                "whole range and the trials get no schedule"
+            )
+        return None
     if test.apply != "fix" or low <= result.suggested_lr <= high:
         return None
     return (
@@ -86,8 +123,10 @@ def summary(spec: StudySpec, result: lr_range.LrRangeResult) -> dict[str, Any]:
         "policy": applied.policy,
         "steps": len(result.lrs),
     }
-    if applied.policy == "narrow":
+    if applied.policy in ("narrow", "schedule"):
         out["narrowedTo"] = [applied.lower, applied.upper]
+    if result.schedule is not None:
+        out["schedule"] = {"base": result.schedule[0], "peak": result.schedule[1]}
     warning = disagreement(spec, result)
     if warning is not None:
         out["warning"] = warning

@@ -43,6 +43,8 @@ __all__ = [
     "exponential_schedule",
     "minimum",
     "narrowed_bounds",
+    "peak_band",
+    "schedule_bounds",
     "slide",
     "smooth",
     "steep",
@@ -54,6 +56,12 @@ SUGGESTION_RULES: tuple[str, ...] = ("valley", "steep", "minimum", "slide")
 #: Fewer trimmed points than this cannot carry a valley, a slope and a minimum.
 MIN_USABLE_POINTS = 5
 
+#: A curve whose smoothed loss never falls by this share of its starting value gives no
+#: advice: its "minimum" is noise. Deep SGD nets at batch 16 stayed within 0.8 % over a
+#: whole 100-step sweep (bench/results/lr_advice_heldout.md) and every rule then advised
+#: nonsense (1e-6); the shallowest real descent measured fell 2.2 %.
+MIN_DESCENT = 0.01
+
 #: At most this many points are dropped from the end (fastai drops 5).
 _MAX_END_TRIM = 5
 
@@ -63,6 +71,11 @@ _SLIDE_THRESHOLD = 0.05
 
 #: Narrowing stops this factor (half a decade) below the lr of the lowest loss.
 _HALF_DECADE = math.sqrt(10.0)
+
+#: ``schedule_bounds``: the steep region is where the smoothed loss falls at least this
+#: share as fast (per e-fold of lr) as at its steepest point: the curve's "full width at
+#: half depth" of the slope.
+_STEEP_SHARE = 0.5
 
 #: The rule a study uses unless it names one (the spec's default): ``minimum``
 #: was the only rule in the good band on 3 of 4 workloads (bench/lr_advice.py).
@@ -234,6 +247,38 @@ def slide(lrs: Curve, smoothed: Curve) -> float:
     raise LrRangeError("slide: the slope never settles")
 
 
+def schedule_bounds(lrs: Curve, smoothed: Curve) -> tuple[float, float]:
+    """The base and peak lr of a cyclical schedule, from the steepest descent.
+
+    Smith's second use of the range test (cyclic LR, warm restarts, one-cycle): the
+    schedule moves between the lr where the loss starts to fall fast and the lr where
+    it stops falling fast. Here that region is the contiguous stretch around the
+    steepest point (per unit of ``ln(lr)``, like :func:`steep`) where the loss falls
+    at least half as fast as there. Its upper end is capped half a decade below the
+    lr of the lowest loss, as :func:`narrowed_bounds` caps a constant lr: measured
+    against one-cycle trainings (bench/lr_schedule.py), the region's own upper end
+    lay 0.3 to 0.7 decades above the good peaks on both SGD workloads, and training
+    diverged there. The base is the region's lower end, at most half a decade below
+    the peak, so the cycle never collapses into a constant lr.
+    """
+    x, y = _arrays(lrs, smoothed)
+    if x.size < 3:
+        raise LrRangeError("schedule: need at least 3 points")
+    grad = np.gradient(y, np.log(x))
+    steepest = int(np.argmin(grad))
+    if not grad[steepest] < 0:
+        raise LrRangeError("schedule: the loss never decreases")
+    steep_enough = grad <= _STEEP_SHARE * grad[steepest]
+    left = right = steepest
+    while left > 0 and steep_enough[left - 1]:
+        left -= 1
+    while right < x.size - 1 and steep_enough[right + 1]:
+        right += 1
+    peak = min(float(x[right]), float(x[int(np.argmin(y))]) / _HALF_DECADE)
+    base = min(float(x[left]), peak / _HALF_DECADE)
+    return base, peak
+
+
 _RULES: dict[str, Callable[[Curve, Curve], float]] = {
     "valley": valley,
     "steep": steep,
@@ -262,6 +307,8 @@ class LrRangeResult:
     suggested_lr: float
     lower: float
     upper: float
+    #: (base, peak) for a cyclical schedule (:func:`schedule_bounds`), if the curve has one.
+    schedule: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (only finite floats, lists, str)."""
@@ -274,6 +321,7 @@ class LrRangeResult:
             "suggestedLr": self.suggested_lr,
             "lower": self.lower,
             "upper": self.upper,
+            **({"schedule": list(self.schedule)} if self.schedule else {}),
         }
 
 
@@ -329,6 +377,13 @@ def analyse(
             f"({x.size} finite of {len(lrs)} recorded); need at least {MIN_USABLE_POINTS}: "
             "use more steps or a wider range"
         )
+    start, lowest = float(ts[0]), float(ts.min())
+    if start - lowest < MIN_DESCENT * abs(start):
+        raise LrRangeError(
+            f"the smoothed loss never fell by {MIN_DESCENT:.0%} of its start ({start:.4g} at "
+            f"lr {tx[0]:.3g}, lowest {lowest:.4g}): the sweep shows no descent to advise "
+            "from; use more steps, a larger maxLr, or a sweep after a warm-up"
+        )
     suggestions: dict[str, float] = {}
     for name in SUGGESTION_RULES:
         try:
@@ -340,6 +395,10 @@ def analyse(
     lr_at_min = float(tx[int(np.argmin(ts))])
     low, high = bounds if bounds is not None else (float(lrs[0]), float(lrs[-1]))
     lower, upper = narrowed_bounds(suggested, lr_at_min, low, high)
+    try:
+        schedule: tuple[float, float] | None = schedule_bounds(tx, ts)
+    except LrRangeError:
+        schedule = None
     return LrRangeResult(
         lrs=tuple(x.tolist()),
         losses=tuple(y.tolist()),
@@ -349,6 +408,7 @@ def analyse(
         suggested_lr=suggested,
         lower=lower,
         upper=upper,
+        schedule=schedule,
     )
 
 
@@ -377,5 +437,14 @@ def narrowed_bounds(
     ceiling = max(suggested_lr, lr_at_min_loss / _HALF_DECADE)
     new_high = min(ceiling, suggested_lr * 10.0, high)
     if not (math.isfinite(new_low) and math.isfinite(new_high)) or new_high <= new_low * 1.01:
+        return low, high
+    return new_low, new_high
+
+
+def peak_band(peak: float, low: float, high: float) -> tuple[float, float]:
+    """Where a schedule's peak lr is searched: half a decade either side of the test's
+    peak, within the user's ``[low, high]``; the user's range if that leaves too little."""
+    new_low, new_high = max(peak / _HALF_DECADE, low), min(peak * _HALF_DECADE, high)
+    if new_high <= new_low * 1.01:
         return low, high
     return new_low, new_high

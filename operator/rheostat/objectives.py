@@ -131,13 +131,30 @@ def named_values(trial: TrialView, goals: Sequence[Objective]) -> dict[str, floa
     return {g.metric: v for g, v in zip(goals, trial.values, strict=False)}
 
 
+def best_of_each(front: Sequence[TrialView], goals: Sequence[Objective]) -> dict[str, float]:
+    """Each objective's best value, by metric name: the front's extreme on that axis.
+
+    The best value of one objective over all complete trials is always on the front
+    (a trial that beats it elsewhere ties it here), so the front is enough; the full
+    front, not the thinned one, since with three objectives thinning may drop an end.
+    """
+    best: dict[str, float] = {}
+    for index, goal in enumerate(goals):
+        values = [t.values[index] for t in front if t.values is not None]
+        if values:
+            best[goal.metric] = max(values) if goal.direction == "maximize" else min(values)
+    return best
+
+
 def front_status(trials: Sequence[TrialView], goals: Sequence[Objective]) -> dict[str, Any] | None:
-    """The front for a study's status: its size and at most MAX_FRONT_IN_STATUS entries."""
+    """The front for a study's status: its size, each objective's best value, and at
+    most MAX_FRONT_IN_STATUS entries."""
     front = pareto_front(trials, goals)
     if not front:
         return None
     return {
         "size": len(front),
+        "best": best_of_each(front, goals),
         "trials": [
             {"number": t.number, "values": named_values(t, goals), "params": dict(t.params)}
             for t in thin(front)

@@ -35,7 +35,7 @@ class LrOverride:
     """What the LR range test decided for the learning-rate parameter."""
 
     parameter: str
-    policy: str  # "narrow", "fix" or "report"
+    policy: str  # "narrow", "fix", "report" or "schedule" (narrowed around the peak)
     suggested_lr: float
     lower: float
     upper: float
@@ -149,7 +149,7 @@ def apply_lr_override(
         return list(parameters)
     result = []
     for parameter in parameters:
-        if parameter.name == override.parameter and override.policy == "narrow":
+        if parameter.name == override.parameter and override.policy in ("narrow", "schedule"):
             bounds = {"min": override.lower, "max": override.upper}
             result.append(parameter.model_copy(update=bounds))
         else:

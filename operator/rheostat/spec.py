@@ -290,11 +290,14 @@ class LrRangeTest(SpecModel):
     suggestion: Literal["valley", "steep", "minimum", "slide"] = Field(
         default="minimum", description="Rule that turns the loss curve into a learning rate."
     )
-    apply: Literal["narrow", "fix", "report"] = Field(
+    apply: Literal["narrow", "fix", "report", "schedule"] = Field(
         default="narrow",
         description=(
             "narrow: search around the suggestion; fix: use the suggestion for every "
-            "trial; report: record it and leave the range alone."
+            "trial; report: record it and leave the range alone; schedule: for a "
+            "cyclical schedule (one-cycle, cyclic LR), the parameter is the peak LR, "
+            "searched within half a decade of the range test's peak, and "
+            "each trial gets RHEOSTAT_LR_BASE and RHEOSTAT_LR_PEAK."
         ),
     )
 

@@ -243,3 +243,23 @@ def test_digits_study_with_the_lr_range_test(tmp_path: Path) -> None:
     assert results["status"]["bestTrial"]["value"] > 0.2  # real training: above chance (0.1)
     assert 1e-6 < results["status"]["lrRangeTest"]["suggestedLr"] < 3.0
     assert (tmp_path / "w" / "lr_range_test.png").stat().st_size > 1000
+
+
+def test_apply_schedule_gives_each_trial_base_and_peak(tmp_path: Path) -> None:
+    """`apply: schedule`: the LR parameter is the peak, searched near the test's peak;
+    each trial's trainer gets RHEOSTAT_LR_BASE/PEAK with its own peak and the test's ratio."""
+    document = synthetic_study(lr_test=True, budget={"maxTrials": 3, "parallelism": 3})
+    document["spec"]["lrRangeTest"]["apply"] = "schedule"
+    engine = run_local(document, tmp_path)
+    status = engine.status()["lrRangeTest"]
+    assert status["policy"] == "schedule"
+    base, peak = status["schedule"]["base"], status["schedule"]["peak"]
+    low, high = status["narrowedTo"]
+    assert low <= peak <= high
+    assert base < peak
+    for trial in engine.trials():
+        log = (tmp_path / "trials" / f"t{trial.number:04d}" / "log.txt").read_text()
+        line = next(x for x in log.splitlines() if x.startswith("synthetic schedule:"))
+        got = dict(part.split("=") for part in line.split(": ", 1)[1].split())
+        assert float(got["peak"]) == float(trial.params["lr"])
+        assert float(got["base"]) / float(got["peak"]) == pytest.approx(base / peak)

@@ -14,7 +14,9 @@ through the generated CRD. They must agree, except for the checks in LOCAL_ONLY
 InvalidSpec condition (see rheostat.spec.Rule).
 
 Examples are derandomized, so CI runs the same few thousand documents every time;
-set RHEOSTAT_AGREEMENT_EXPLORE=1 to let Hypothesis look for new ones.
+set RHEOSTAT_AGREEMENT_EXPLORE=1 to let Hypothesis look for new ones. The documents
+drawn also depend on Hypothesis's version (a CI clone once drew a case the main
+checkout's older install never had), so pyproject.toml pins it exactly.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ with a token minted for that ServiceAccount: a study that reaches Succeeded prov
 the chart grants enough, and an account without the binding is refused. Then every
 dashboard query runs against the cluster's real Prometheus: the trial pods are
 scraped directly, and the operator's /metrics is re-served by a small pod so the
-operator panels are evaluated on real series too.
+operator panels are evaluated on real series too. A study with two objectives runs
+beside the first, for the panels that only such a study fills.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from tests.integration.operator_support import (
     trials,
     wait_for_phase,
 )
+from tests.studies import tradeoff_study
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "rheostat"
@@ -49,6 +51,9 @@ DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
 TRIAL_METRICS = {"rheostat_trial_metric", "rheostat_trial_step"}
 METRIC_NAME = re.compile(r"\b(rheostat_[a-z_]+)\b")
 STUDY = "chartsyn"
+# Runs beside STUDY; the panels over the Pareto front's series are checked on it.
+MULTI_STUDY = "chartmo"
+MULTI_METRICS = {"rheostat_study_pareto_front_size", "rheostat_study_objective_best"}
 # Trials and the LR sweep last long enough (10-25 s) for a 1 s scrape to see them.
 TRIAL_ARGS = ["--steps", "40", "--step-seconds", "0.25"]
 
@@ -266,9 +271,10 @@ def _panel_targets() -> list[tuple[str, str, str]]:
 
 
 def _substitute(expr: str, namespace: str) -> str:
+    multi = bool(MULTI_METRICS & set(METRIC_NAME.findall(expr)))
     values = {
         "$namespace": namespace,
-        "$study": STUDY,
+        "$study": MULTI_STUDY if multi else STUDY,
         "$metric": "loss",
         "$__rate_interval": "1m",
         "$__range": "15m",
@@ -367,6 +373,14 @@ def _check_operator_metrics(exposed: str, namespace: str) -> None:
         assert re.search(rf"^# TYPE {family}(_total)? ", exposed, re.M), name
     for gauge in ("rheostat_study_best_value", "rheostat_lr_range_test_suggestion"):
         assert f'{gauge}{{namespace="{namespace}",study="{STUDY}"}}' in exposed, gauge
+    front = f'rheostat_study_pareto_front_size{{namespace="{namespace}",study="{MULTI_STUDY}"}}'
+    assert front in exposed
+    for objective in ("loss", "cost"):
+        best = (
+            f'rheostat_study_objective_best{{namespace="{namespace}",'
+            f'objective="{objective}",study="{MULTI_STUDY}"}}'
+        )
+        assert best in exposed, objective
 
 
 def _range_data(base: str, expr: str, started: float) -> list[Any]:
@@ -442,12 +456,17 @@ def test_the_chart_rbac_runs_a_study_and_every_panel_query_works(
             STUDY, lr_test=True, args=TRIAL_ARGS, budget={"maxTrials": 3, "parallelism": 3}
         )
         create_study(admin_api, namespace, document)
-        study = wait_for_phase(
-            admin_api, namespace, STUDY, {"Succeeded", "Failed"}, seconds=240, operator=operator
+        multi = tradeoff_study(
+            MULTI_STUDY, lr_test=False, args=TRIAL_ARGS, budget={"maxTrials": 3, "parallelism": 3}
         )
-        assert study["status"]["phase"] == "Succeeded", study["status"]
-        states = [t["status"]["state"] for t in trials(admin_api, namespace, STUDY)]
-        assert states == ["Complete"] * 3
+        create_study(admin_api, namespace, multi)
+        for name in (STUDY, MULTI_STUDY):
+            study = wait_for_phase(
+                admin_api, namespace, name, {"Succeeded", "Failed"}, seconds=240, operator=operator
+            )
+            assert study["status"]["phase"] == "Succeeded", study["status"]
+            states = [t["status"]["state"] for t in trials(admin_api, namespace, name)]
+            assert states == ["Complete"] * 3
         log = operator.log.read_text(errors="replace")
         for refusal in ("Forbidden", "Not enough permissions"):
             assert refusal not in log, operator.log_tail(80)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import yaml
 from kubernetes import client
 
+from tests.cluster.polling import wait_for
 from tests.dashboard import optuna_dashboard, study_detail
 from tests.integration.operator_support import (
     OperatorProcess,
@@ -120,16 +122,17 @@ def _check_listings(status: dict[str, Any], namespace: str, where: list[str], cw
     best = status["bestTrial"]["value"]
     listing = _ok(_rheostat("get", *where, cwd=cwd)).splitlines()
     print("\n".join(listing))
-    assert listing[0].split() == ["NAME", "PHASE", "DONE", "TOTAL", "BEST", "LR", "AGE"]
+    assert listing[0].split() == ["NAME", "PHASE", "DONE", "TOTAL", "BEST", "LR", "ETA", "AGE"]
     assert listing[1].split()[:5] == ["clisyn", "Succeeded", "5", "5", f"{best:.4g}"]
     # Through kubectl's plugin mechanism: the kubeconfig comes from $KUBECONFIG,
     # which kubectl passes on with the rest of its environment.
     plugin = _ok(_kubectl("rheostat", "get", "-A"))
     assert any(line.split()[:2] == [namespace, "clisyn"] for line in plugin.splitlines())
     # kubectl's own BEST and LR columns: the operator's rounded display values.
-    columns = _ok(_kubectl("get", "tstudy", "clisyn", "-n", namespace)).splitlines()
-    print("\n".join(columns))
-    shown = dict(zip(columns[0].split(), columns[1].split(), strict=True))
+    columns = _ok(_kubectl("get", "tstudy", "clisyn", "-n", namespace))
+    print(columns)
+    shown = _columns(columns)
+    assert shown["ETA"] == ""  # kubectl leaves a missing field's cell blank
     assert shown["BEST"] == f"{best:.4g}"
     assert shown["LR"] == f"{status['lrRangeTest']['suggestedLr']:.3g}"
 
@@ -192,3 +195,61 @@ def _check_dashboard(
         if trial["status"]["state"] == "Complete":
             assert shown["values"] == [trial["status"]["value"]]
     assert [t["number"] for t in detail["best_trials"]] == [status["bestTrial"]["number"]]
+
+
+def _columns(table: str) -> dict[str, str]:
+    """A one-study listing (header and one row) as column -> cell, cut where the
+    header's columns start (kubectl leaves the cell of a missing field blank)."""
+    header, row = table.splitlines()[:2]
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    ends = [*starts[1:], None]
+    return {header[a:b].strip(): row[a:b].strip() for a, b in zip(starts, ends, strict=True)}
+
+
+def test_a_running_study_shows_its_eta_and_why_it_waits(
+    cluster: Any,
+    admin_api: client.ApiClient,
+    namespace: str,
+    operator: OperatorProcess,
+    tmp_path: Path,
+) -> None:
+    """One slot, four trials of a few seconds: describe says the slot is busy, and once
+    a trial has ended `kubectl get` and `rheostat get` show an ETA, gone at the end."""
+    document = synthetic_study(
+        "etasyn",
+        args=["--steps", "8", "--step-seconds", "0.5"],
+        budget={"maxTrials": 4, "parallelism": 1},
+    )
+    create_study(admin_api, namespace, document)
+    where = ["-n", namespace, "--kubeconfig", str(cluster.kubeconfig)]
+
+    def waiting() -> str | None:
+        text = _ok(_rheostat("describe", "etasyn", *where, cwd=tmp_path))
+        return text if "ParallelismFull:" in text else None
+
+    text = wait_for(waiting, 120, "describe to say the study's one slot is busy")
+    print(text)
+    reasons = [line for line in text.splitlines() if "ParallelismFull:" in line]
+    assert "every parallel slot is busy (budget.parallelism=1)" in reasons[0], text
+    assert text.index("Waiting:") <= text.index("ParallelismFull:")
+
+    def eta() -> dict[str, str] | None:
+        shown = _columns(_ok(_kubectl("get", "tstudy", "etasyn", "-n", namespace)))
+        return shown if shown["ETA"] else None
+
+    shown = wait_for(eta, 120, "kubectl get to show an ETA once a trial has ended")
+    print(shown)
+    assert re.fullmatch(r"\d+s|\d+m(\d+s)?", shown["ETA"]), shown
+    assert shown["PHASE"] == "Running"
+    listed = _columns(_ok(_rheostat("get", "etasyn", *where, cwd=tmp_path)))
+    assert listed["PHASE"] != "Running" or re.fullmatch(r"\d+s|\d+m(\d+s)?", listed["ETA"])
+
+    study = wait_for_phase(
+        admin_api, namespace, "etasyn", {"Succeeded", "Failed"}, seconds=240, operator=operator
+    )
+    assert study["status"]["phase"] == "Succeeded", study["status"]
+    assert "etaSeconds" not in study["status"]
+    final = _columns(_ok(_kubectl("get", "tstudy", "etasyn", "-n", namespace)))
+    assert final["ETA"] == ""
+    text = _ok(_rheostat("describe", "etasyn", *where, cwd=tmp_path))
+    assert "Waiting:" not in text

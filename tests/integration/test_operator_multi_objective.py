@@ -54,6 +54,11 @@ def test_a_two_objective_study_ends_with_its_front_in_status(
     on_front = {n for n, v in complete.items() if not _dominated(v, list(complete.values()))}
     front: dict[str, Any] = status["paretoFront"]
     assert front["size"] == len(on_front)
+    # Each objective's best (the dashboard's "Best of each objective") is the front's.
+    assert front["best"] == {
+        "loss": min(v[0] for v in complete.values()),
+        "cost": min(v[1] for v in complete.values()),
+    }
     assert {e["number"] for e in front["trials"]} == on_front
     for entry in front["trials"]:
         # Named values (the API server sorts the keys); a TuningTrial's are in spec order.

@@ -175,6 +175,33 @@ def test_lr_advice_scores_every_rule(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_lr_schedule_scores_the_advised_peak(tmp_path: Path) -> None:
+    """bench/lr_schedule.py --smoke: one-cycle grid, LR tests, advised schedules, scoring."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RHEOSTAT_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.lr_schedule", "--smoke", "--out", str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    summary = _load(tmp_path / "lr_schedule.json")
+    assert len(summary["workloads"]) >= 4
+    for workload in summary["workloads"]:
+        assert workload["band"]["lrs"], "a band always holds the best grid peak"
+        advised = [c for c in workload["curves"] if c["advised"]]
+        assert advised, "every workload's curve has a steep descent"
+        base, peak = advised[0]["advised"]
+        assert 0 < base < peak
+        assert advised[0]["median_accuracy"] is not None
+    assert (tmp_path / "lr_schedule.png").stat().st_size > 0
+    assert "peak in band" in (tmp_path / "lr_schedule.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
 def test_gp_ask_times_both_samplers(tmp_path: Path) -> None:
     """bench/gp_ask.py --smoke: Optuna's GP and the bounded one, past the bound."""
     result = subprocess.run(

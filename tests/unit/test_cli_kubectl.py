@@ -60,6 +60,7 @@ def test_kubectl_columns_show_the_operators_rounded_values() -> None:
     columns = {c["name"]: c for c in study_crd()["spec"]["versions"][0]["additionalPrinterColumns"]}
     assert columns["Best"] == {"name": "Best", "type": "string", "jsonPath": ".status.display.best"}
     assert columns["LR"] == {"name": "LR", "type": "string", "jsonPath": ".status.display.lr"}
+    assert columns["ETA"] == {"name": "ETA", "type": "string", "jsonPath": ".status.display.eta"}
 
 
 def test_a_trials_value_column_is_rounded_and_its_value_exact() -> None:

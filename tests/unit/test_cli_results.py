@@ -22,7 +22,13 @@ from rheostat import lr_phase
 from rheostat.backends.kubernetes.export import StorageError, export_to_storage
 from rheostat.backends.kubernetes.manifests import trial_object
 from rheostat.backends.kubernetes.present import best_text, study_lines
-from rheostat.backends.kubernetes.read import ClusterStudy, StudyRow, age, study_results
+from rheostat.backends.kubernetes.read import (
+    ClusterStudy,
+    StudyRow,
+    age,
+    study_results,
+    study_row,
+)
 from rheostat.backends.local.report import StudyResults, print_summary, results_document
 from rheostat.engine import Engine, TrialRecord
 from rheostat.spec import StudySpec, study_from_mapping
@@ -126,7 +132,8 @@ def test_a_study_not_yet_reconciled_counts_its_trials() -> None:
 def test_get_lists_the_best_value_to_four_significant_digits() -> None:
     row = StudyRow("ns", "good", "Succeeded", 4, 4, 0.912345678, 0.0123456, None)
     lines = study_lines([row], namespaces=True).splitlines()
-    assert lines[0].split() == ["NAMESPACE", "NAME", "PHASE", "DONE", "TOTAL", "BEST", "LR", "AGE"]
+    header = ["NAMESPACE", "NAME", "PHASE", "DONE", "TOTAL", "BEST", "LR", "ETA", "AGE"]
+    assert lines[0].split() == header
     assert lines[1].split() == [
         "ns",
         "good",
@@ -135,10 +142,23 @@ def test_get_lists_the_best_value_to_four_significant_digits() -> None:
         "4",
         "0.9123",
         "0.0123",
+        "<none>",
         "<unknown>",
     ]
     assert best_text(123456.7) == "1.235e+05"
     assert best_text(None) == "<none>"
+
+
+def test_get_shows_a_running_studys_eta_from_its_status() -> None:
+    body = {
+        "metadata": {"name": "busy", "namespace": "ns"},
+        "spec": {"budget": {"maxTrials": 10}},
+        "status": {"phase": "Running", "trials": {"finished": 4, "target": 10}, "etaSeconds": 400},
+    }
+    lines = study_lines([study_row(body)], namespaces=False).splitlines()
+    shown = dict(zip(lines[0].split(), lines[1].split(), strict=True))
+    assert shown["ETA"] == "6m40s"
+    assert (shown["PHASE"], shown["DONE"], shown["TOTAL"]) == ("Running", "4", "10")
 
 
 def test_export_replays_every_trial_into_an_optuna_storage() -> None:

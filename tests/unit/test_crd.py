@@ -77,7 +77,7 @@ def test_printer_columns_and_names() -> None:
     assert names["shortNames"] == ["tstudy"]
     assert names["categories"] == ["rheostat"]
     columns = [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]
-    assert columns == ["Phase", "Done", "Total", "Best", "LR", "Age"]
+    assert columns == ["Phase", "Done", "Total", "Best", "LR", "ETA", "Age"]
     assert crd["spec"]["versions"][0]["subresources"] == {"status": {}}
 
 

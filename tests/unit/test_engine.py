@@ -422,9 +422,10 @@ def test_stepped_floats_that_differ_in_the_last_bit_are_one_point() -> None:
     assert sorted(round(float(s.params["x"]), 6) for s in launched) == [i / 10 for i in range(11)]
 
 
-def _rising_curve(steps: int = 100) -> tuple[list[float], list[float]]:
+def _early_minimum_curve(steps: int = 100) -> tuple[list[float], list[float]]:
+    """A real descent that bottoms out at lr 1e-6, far below the user's range, then rises."""
     lrs = exponential_schedule(1e-8, 1.0, steps)
-    return lrs, [1.0 + 0.05 * i for i in range(steps)]
+    return lrs, [1.0 + 0.5 * abs(math.log10(lr) + 6) for lr in lrs]
 
 
 def test_fix_with_a_suggestion_outside_the_users_range_searches_the_range() -> None:
@@ -434,7 +435,7 @@ def test_fix_with_a_suggestion_outside_the_users_range_searches_the_range() -> N
     document["spec"]["lrRangeTest"].update(minLr=1e-8, maxLr=1.0, apply="fix", suggestion="minimum")
     engine = open_engine(study_from_mapping(document).spec)
     engine.next_actions(0.0)
-    engine.observe(LrRangeFinished(*_rising_curve()), 1.0)
+    engine.observe(LrRangeFinished(*_early_minimum_curve()), 1.0)
     assert engine.lr_result is not None
     assert engine.lr_result.suggested_lr < 1e-4
     status = engine.status()["lrRangeTest"]

@@ -413,3 +413,55 @@ def test_transformers_lr_range_test_uses_the_trainers_optimizer_and_loss(
     assert 10 < len(lrs) < 60, "lr = 100 diverges on this problem before the sweep ends"
     assert losses[-1] > min(losses)
     assert len(json.loads(contract_env.read_text())["lrRangeTest"]["lrs"]) == len(lrs)
+
+
+# ------------------------------------------------------------ schedules (apply: schedule)
+
+
+class OneCycleRegression(Regression):
+    def configure_optimizers(self) -> Any:
+        from rheostat_trainer.integrations.lightning import one_cycle
+
+        return one_cycle(self, torch.optim.SGD(self.parameters(), lr=1.0, momentum=0.9))
+
+
+class LrSeen(pl.Callback):
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *_: Any) -> None:
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+@pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")
+@pytest.mark.filterwarnings("ignore:.*validation_step.*")
+def test_lightning_one_cycle_runs_from_the_base_to_the_peak(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RHEOSTAT_LR_BASE", "0.001")
+    monkeypatch.setenv("RHEOSTAT_LR_PEAK", "0.02")
+    seen = LrSeen()
+    trainer = _quiet_trainer(max_epochs=5, callbacks=[seen], limit_val_batches=0)
+    trainer.fit(OneCycleRegression(), train_dataloaders=DataLoader(_data(), batch_size=16))
+    assert len(seen.lrs) == 20  # 4 batches x 5 epochs, one scheduler step each
+    assert seen.lrs[0] == pytest.approx(0.001)
+    assert max(seen.lrs) == pytest.approx(0.02, rel=0.05)
+    assert seen.lrs[-1] < 0.001
+
+
+def test_transformers_one_cycle_runs_from_the_base_to_the_peak(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rheostat_trainer.integrations.transformers import use_one_cycle
+
+    monkeypatch.setenv("RHEOSTAT_LR_BASE", "0.001")
+    monkeypatch.setenv("RHEOSTAT_LR_PEAK", "0.02")
+    torch.manual_seed(0)
+    trainer = _hf_trainer(tmp_path, None)
+    use_one_cycle(trainer)
+    scheduler = trainer.lr_scheduler
+    assert scheduler.get_last_lr()[0] == pytest.approx(0.001)
+    trainer.train()  # 3 epochs of 4 batches: exactly the cycle's 12 steps, or OneCycleLR raises
+    assert trainer.lr_scheduler is scheduler
+    assert scheduler.last_epoch == 12
+    assert scheduler.get_last_lr()[0] < 0.001

@@ -21,6 +21,7 @@ from rheostat.lr_range import (
     exponential_schedule,
     minimum,
     narrowed_bounds,
+    schedule_bounds,
     slide,
     smooth,
     steep,
@@ -207,13 +208,21 @@ def test_rules_without_a_descent_raise_and_analyse_falls_back() -> None:
         valley(lrs, rising)
     with pytest.raises(LrRangeError, match="never decreases"):
         steep(lrs, rising)
-    result = analyse(lrs, rising, rule="valley")
-    assert result.rule == "minimum"
-    assert "valley" not in result.suggestions
-    # Even the smallest lr makes things worse: the range shrinks towards the bottom.
-    assert result.suggested_lr == pytest.approx(lrs[4] / 10)
-    assert result.lower == lrs[0]
-    assert result.upper == pytest.approx(lrs[4] / math.sqrt(10))
+
+
+@pytest.mark.parametrize(
+    "losses",
+    [
+        [1.0 + i for i in range(40)],  # rising from the first step
+        [2.30 + 0.002 * math.sin(i) for i in range(40)],  # flat: a deep net that never learns
+    ],
+)
+def test_a_curve_without_a_real_descent_gives_no_advice(losses: list[float]) -> None:
+    """Held-out deep SGD nets stayed flat over the whole sweep and every rule advised
+    noise (1e-6); a curve whose smoothed loss never falls 1 % is refused with a reason."""
+    lrs = exponential_schedule(1e-5, 1, 40)
+    with pytest.raises(LrRangeError, match="no descent to advise from"):
+        analyse(lrs, losses)
 
 
 # ------------------------------------------------------------------ trimming and NaN
@@ -221,7 +230,7 @@ def test_rules_without_a_descent_raise_and_analyse_falls_back() -> None:
 
 def test_trimming_ignores_the_warm_up_and_the_tail() -> None:
     lrs = exponential_schedule(1e-6, 1, 50)
-    losses = [1.0] * 50
+    losses = [2.0 - i / 50 for i in range(50)]  # a descent all the way
     losses[0] = -100.0  # a first point that would otherwise be the minimum
     losses[-1] = -100.0  # so would a last one
     result = analyse(lrs, losses, rule="minimum", beta=0.0)
@@ -328,3 +337,66 @@ def test_public_names() -> None:
     assert issubclass(LrRangeError, ValueError)
     for name in lr_range.__all__:
         assert hasattr(lr_range, name)
+
+
+# ------------------------------------------------------------ schedule bounds
+
+
+@FAST
+@given(
+    log_c=st.floats(-5, -1),
+    steps=st.integers(80, 200),
+    noise=st.floats(0, 0.05),
+    seed=st.integers(0, 2**16),
+)
+def test_schedule_bounds_span_the_steepest_descent(
+    log_c: float, steps: int, noise: float, seed: int
+) -> None:
+    """The peak is at most half a decade below the loss minimum, the base at least half
+    a decade below the peak, both inside the descent (the decade below the minimum,
+    give or take the EMA's lag)."""
+    c = 10**log_c
+    lrs, losses = run_until_divergence(*synthetic_curve(c, steps=steps, noise=noise, seed=seed))
+    result = analyse(lrs, losses)
+    assert result.schedule is not None
+    base, peak = result.schedule
+    lowest = result.lrs[int(np.argmin(result.smoothed))]
+    assert peak <= lowest / math.sqrt(10) * (1 + 1e-9)
+    assert base <= peak / math.sqrt(10) * (1 + 1e-9)
+    assert -1.7 <= math.log10(base / c) < math.log10(peak / c) <= 0.3
+
+
+def test_schedule_bounds_of_a_clean_cosine_descent() -> None:
+    """The loss falls along half a cosine over [c/10, c] and stays flat above: the steep
+    region (slope at least half its steepest) is u in [-5/6, -1/6] (u = log10(lr/c)); the
+    peak is capped half a decade below the minimum at c, and the base is the region's
+    lower end or half a decade below the peak, whichever is lower."""
+    lrs = exponential_schedule(1e-4, 1.0, 201)
+    c = 1e-2
+    losses = [
+        2.3 - (1 - math.cos(math.pi * (min(max(math.log10(lr / c), -1.0), 0.0) + 1))) for lr in lrs
+    ]
+    base, peak = schedule_bounds(lrs, losses)
+    assert math.log10(peak / c) == pytest.approx(-0.5, abs=0.03)
+    assert math.log10(base / c) == pytest.approx(-1.0, abs=0.03)
+
+
+def test_a_sharp_drop_gives_half_a_decade_below_its_minimum() -> None:
+    lrs = exponential_schedule(1e-4, 1.0, 101)
+    losses = [2.0 if lr < 1e-2 else 1.0 for lr in lrs]  # one step down at 1e-2
+    base, peak = schedule_bounds(lrs, losses)
+    assert peak == pytest.approx(1e-2 / math.sqrt(10), rel=0.1)
+    assert peak / base == pytest.approx(math.sqrt(10))
+
+
+def test_no_descent_means_no_schedule() -> None:
+    lrs = exponential_schedule(1e-4, 1.0, 50)
+    rising = [1.0 + i for i in range(50)]
+    with pytest.raises(LrRangeError, match="never decreases"):
+        schedule_bounds(lrs, rising)
+
+
+def test_the_schedule_is_kept_in_the_json_form() -> None:
+    result = analyse(*run_until_divergence(*synthetic_curve(1e-2)))
+    assert result.schedule is not None
+    assert json.loads(json.dumps(result.to_dict()))["schedule"] == list(result.schedule)

@@ -17,7 +17,13 @@ from rheostat.backends.kubernetes.read import study_results, study_row
 from rheostat.backends.local.plots import write_plots
 from rheostat.backends.local.report import StudyResults, print_summary, write_results
 from rheostat.engine import Engine, Finished, Progress, StartTrial, TrialRecord, TrialView
-from rheostat.objectives import MAX_FRONT_IN_STATUS, front_status, pareto_front, thin
+from rheostat.objectives import (
+    MAX_FRONT_IN_STATUS,
+    best_of_each,
+    front_status,
+    pareto_front,
+    thin,
+)
 from rheostat.sampling import make_sampler
 from rheostat.space import build_space
 from rheostat.spec import InvalidStudyError, Objective, StudySpec, study_from_mapping
@@ -236,6 +242,36 @@ def test_the_front_in_status_is_bounded_and_keeps_both_ends() -> None:
     assert len(json.dumps(status)) < 4000
     assert thin(trials[:5]) == trials[:5]
     assert front_status([], GOALS) is None
+
+
+def test_each_objectives_best_is_the_fronts_extreme_in_its_direction() -> None:
+    trials = [
+        view(0, 0.90, 100.0),
+        view(1, 0.95, 200.0),
+        view(2, 0.99, 900.0),
+        view(3, 0.98, 950.0),  # dominated: its values are no one's best
+        view(4, 1.00, 10.0, state="pruned"),  # pruned: never counts
+    ]
+    front = pareto_front(trials, GOALS)
+    assert best_of_each(front, GOALS) == {"accuracy": 0.99, "size": 100.0}
+    status = front_status(trials, GOALS)
+    assert status is not None
+    assert status["best"] == {"accuracy": 0.99, "size": 100.0}
+    assert best_of_each([], GOALS) == {}
+
+
+def test_each_objectives_best_is_kept_when_thinning_drops_its_trial() -> None:
+    """Three objectives: the front in status is thinned along the first only."""
+    goals = (*GOALS, Objective(metric="latency", direction="minimize"))
+    trials = [
+        TrialView(n, "complete", {"lr": 0.1}, n / 100, None, {}, 1.0, (n / 100, float(n), 1.0))
+        for n in range(60)
+    ]
+    special = TrialView(60, "complete", {"lr": 0.1}, 0.3, None, {}, 1.0, (0.3, 30.5, 0.5))
+    status = front_status([*trials, special], goals)
+    assert status is not None
+    assert 60 not in [e["number"] for e in status["trials"]]  # thinned away
+    assert status["best"] == {"accuracy": 0.59, "size": 0.0, "latency": 0.5}
 
 
 # ----- results files, table, plots ----------------------------------------------------

@@ -20,7 +20,7 @@ from rheostat.backends.kubernetes.kube import merge_patch
 from rheostat.backends.kubernetes.reconcile import Reconciler, StudyEvent
 from rheostat.engine import Progress
 from rheostat.spec import StudySpec, study_from_mapping
-from tests.studies import synthetic_study
+from tests.studies import synthetic_study, tradeoff_study
 from tests.unit.fake_kube import FakeApiServer, apply_merge_patch, controller_uid
 from tests.unit.test_engine import _valley_curve
 
@@ -533,3 +533,112 @@ def test_a_source_study_that_optimised_otherwise_seeds_nothing(direction: str) -
             "'loss' (maximize); its values would mislead the sampler"
         ]
         assert op.server.get(JOBS, NS, "syn-t0") is not None  # the study runs, unseeded
+
+
+# ----- issue 19: the ETA of a running study lives in its status -----------------------------
+
+
+def _status_writes(op: Operator) -> int:
+    return op.server.requests.count(("PATCH", f"{STUDIES}/status"))
+
+
+def _run_two_trials(op: Operator, first: float, second: float) -> dict[str, Any]:
+    """Trials 0 and 1 launch together and end `first` and `second` seconds later."""
+    op.reconcile()
+    op.server.now += first
+    op.finish(0, 0.5)
+    op.reconcile()
+    op.server.now += second - first
+    op.finish(1, 0.4)
+    return op.reconcile()
+
+
+def test_a_running_study_has_an_eta_from_its_median_trial_time() -> None:
+    op = Operator()
+    op.apply(study(maxTrials=6, parallelism=2))
+
+    assert "etaSeconds" not in op.reconcile()  # nothing finished: no median yet
+    op.server.now += 100
+    op.finish(0, 0.5)
+    status = op.reconcile()
+    assert status["etaSeconds"] == 5 * 100 // 2  # 5 left, median 100 s, 2 at a time
+    op.server.now += 200
+    op.finish(1, 0.4)
+
+    status = op.reconcile()
+
+    # Trials 0 and 1 took 100 s and 300 s: the median is 200 s; 4 trials are left.
+    assert status["trials"]["finished"] == 2
+    assert status["etaSeconds"] == 4 * 200 // 2
+    assert status["display"]["eta"] == "6m40s"
+
+
+def test_the_eta_costs_no_status_write_of_its_own() -> None:
+    op = Operator()
+    op.apply(study(maxTrials=6, parallelism=2))
+    eta = _run_two_trials(op, 100, 300)["etaSeconds"]
+    for number in (2, 3):  # the next two run (a Job with no pod would soon be stuck)
+        op.server.run_pod(build.trial_name("syn", number), NS)
+    op.reconcile()
+    writes = _status_writes(op)
+
+    for _ in range(3):  # time passes, nothing ends: the same estimate, no write
+        op.server.now += 30
+        assert op.reconcile()["etaSeconds"] == eta
+
+    assert _status_writes(op) == writes
+
+
+def test_the_last_trials_eta_is_a_whole_trial_time_not_a_share_of_one() -> None:
+    op = Operator()
+    op.apply(study(maxTrials=3, parallelism=2))
+
+    status = _run_two_trials(op, 100, 300)
+
+    assert status["etaSeconds"] == 200  # one left: parallelism does not divide it
+
+
+def test_the_eta_survives_an_operator_restart_and_goes_when_the_study_ends() -> None:
+    op = Operator()
+    op.apply(study(maxTrials=3, parallelism=2))
+    eta = _run_two_trials(op, 100, 300)["etaSeconds"]
+    op.reconciler = Reconciler(op.server.kube())  # rebuilt from the TuningTrials
+
+    assert op.reconcile()["etaSeconds"] == eta
+    op.finish(2, 0.3)
+    final = op.reconcile()
+    assert final["phase"] == "Succeeded"
+    assert "etaSeconds" not in final
+    assert "eta" not in final["display"]
+
+
+# ----- issue 19: a multi-objective study exports its front for the Grafana panels ------------
+
+
+def test_a_multi_objective_study_exports_its_front_size_and_each_objectives_best() -> None:
+    op = Operator()
+    document = tradeoff_study("mo", lr_test=False, budget={"maxTrials": 4, "parallelism": 3})
+    body = op.apply(document)
+    op.reconcile("mo")
+    for number, (loss, cost) in enumerate([(0.5, 3.0), (0.2, 5.0), (0.6, 4.0)]):
+        job = build.trial_name("mo", number)
+        op.server.run_pod(job, NS)
+        op.server.finish_pod(job, NS, {"metrics": {"loss": loss, "cost": cost}})
+
+    status = op.reconcile("mo")
+
+    assert status["paretoFront"]["size"] == 2  # trial 2 is dominated by trial 0
+    assert status["paretoFront"]["best"] == {"loss": 0.2, "cost": 3.0}
+    registry = op.reconciler.metrics.registry
+    labels = {"namespace": NS, "study": "mo"}
+    assert registry.get_sample_value("rheostat_study_pareto_front_size", labels) == 2
+    for objective, best in (("loss", 0.2), ("cost", 3.0)):
+        sample = registry.get_sample_value(
+            "rheostat_study_objective_best", {**labels, "objective": objective}
+        )
+        assert sample == best
+    assert "rheostat_study_best_value" not in _series(op, "mo")  # no single best
+
+    op.reconciler.forget(body["metadata"]["uid"], NS, "mo")
+
+    assert _series(op, "mo") == []

@@ -7,6 +7,7 @@ and labels stay low-cardinality: per-study series carry only namespace and study
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -15,6 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 @dataclass
 class OperatorMetrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    # The objective label values each study has exported, so forget_study can remove them.
+    _objectives: dict[tuple[str, str], set[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -57,6 +60,19 @@ class OperatorMetrics:
             ["verb", "resource"],
             registry=r,
         )
+        self.front_size = Gauge(
+            "rheostat_study_pareto_front_size",
+            "Trials on the Pareto front of a study with several objectives.",
+            ["namespace", "study"],
+            registry=r,
+        )
+        self.objective_best = Gauge(
+            "rheostat_study_objective_best",
+            "Best value of each objective of a study with several objectives "
+            "(the front's extreme along it).",
+            ["namespace", "study", "objective"],
+            registry=r,
+        )
         self.lr_suggestion = Gauge(
             "rheostat_lr_range_test_suggestion",
             "Learning rate suggested by the LR range test.",
@@ -64,9 +80,19 @@ class OperatorMetrics:
             registry=r,
         )
 
+    def set_front(self, namespace: str, study: str, size: int, best: Mapping[str, float]) -> None:
+        """A multi-objective study's front: its size and each objective's best value."""
+        self.front_size.labels(namespace, study).set(size)
+        for objective, value in best.items():
+            self.objective_best.labels(namespace, study, objective).set(value)
+        self._objectives.setdefault((namespace, study), set()).update(best)
+
     def forget_study(self, namespace: str, study: str) -> None:
         """Remove a deleted study's series: a gauge left behind would be exported forever."""
-        for gauge in (self.best_value, self.lr_suggestion):
+        for objective in self._objectives.pop((namespace, study), set()):
+            with contextlib.suppress(KeyError):
+                self.objective_best.remove(namespace, study, objective)
+        for gauge in (self.best_value, self.lr_suggestion, self.front_size):
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, study)
         for state in ("running", "complete", "pruned", "failed"):

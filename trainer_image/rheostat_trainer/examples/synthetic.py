@@ -136,6 +136,8 @@ def run_trial(params: Mapping[str, Any], steps: int, fault: str, step_seconds: f
     loss = objective(params)
     last: dict[str, float] = {}
     rt.should_stop()
+    if (schedule := rt.lr_schedule()) is not None:  # lrRangeTest.apply: schedule
+        print(f"synthetic schedule: base={schedule[0]!r} peak={schedule[1]!r}", flush=True)
     for t in range(steps):
         loss_t = loss + 1 / (t + 1)
         last = {"loss": loss_t, "accuracy": 1 / (1 + loss_t)}

@@ -15,7 +15,9 @@ does) once the tuner prunes the trial, and writes the final result when fitting
 ends. :func:`lr_range_test` drives the module's own ``training_step`` and first
 optimizer through the SDK's sweep (:func:`rheostat_trainer.lr_finder.lr_range_test`),
 so the curve, its stopping rule and the restored weights are exactly the SDK's.
-Needs the ``lightning`` extra.
+Under ``lrRangeTest.apply: schedule``, ``return one_cycle(self, optimizer)`` from
+``configure_optimizers`` steps a ``OneCycleLR`` from the study's base to its peak
+every batch. Needs the ``lightning`` extra.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from rheostat_trainer import schedule
 from rheostat_trainer._stop import should_stop
 from rheostat_trainer.integrations._sweep import sweep_step_loss
 from rheostat_trainer.metrics import finish, report
 
-__all__ = ["RheostatCallback", "lr_range_test"]
+__all__ = ["RheostatCallback", "lr_range_test", "one_cycle"]
 
 
 def _scalars(metrics: Mapping[str, Any], names: Sequence[str] | None) -> dict[str, float]:
@@ -209,3 +212,15 @@ def lr_range_test(
     optimizer = _first_optimizer(module.configure_optimizers())
     source = batches if batches is not None else _train_batches(module, datamodule)
     return sweep_step_loss(module, _training_step(module), optimizer, source, target, **sweep)
+
+
+def one_cycle(
+    module: pl.LightningModule, optimizer: torch.optim.Optimizer, **kwargs: Any
+) -> dict[str, Any]:
+    """What ``configure_optimizers`` returns for a one-cycle schedule between the study's
+    base and peak LR (:func:`rheostat_trainer.one_cycle`), stepped every batch over the
+    trainer's ``estimated_stepping_batches``; ``kwargs`` (``pct_start``, ``default=``...)
+    pass through."""
+    total = int(module.trainer.estimated_stepping_batches)
+    scheduler = schedule.one_cycle(optimizer, total_steps=total, **kwargs)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -13,7 +13,9 @@
 objective is ``eval_<name>``), sets ``control.should_training_stop`` once the tuner
 prunes the trial, and writes the result when training ends. :func:`lr_range_test`
 sweeps the ``Trainer``'s own optimizer through its own ``compute_loss`` with the
-SDK's sweep. Needs the ``transformers`` extra (transformers and accelerate).
+SDK's sweep. Under ``lrRangeTest.apply: schedule``, :func:`use_one_cycle` makes
+``trainer.train()`` step a ``OneCycleLR`` from the study's base to its peak. Needs the
+``transformers`` extra (transformers and accelerate).
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from rheostat_trainer import schedule
 from rheostat_trainer._stop import should_stop
 from rheostat_trainer.integrations._sweep import sweep_step_loss
 from rheostat_trainer.metrics import finish, report
 
-__all__ = ["RheostatCallback", "lr_range_test"]
+__all__ = ["RheostatCallback", "lr_range_test", "use_one_cycle"]
 
 
 class RheostatCallback(TrainerCallback):
@@ -120,3 +123,20 @@ def lr_range_test(trainer: Trainer, **sweep: Any) -> tuple[list[float], list[flo
     return sweep_step_loss(
         model, step, optimizer, trainer.get_train_dataloader(), trainer.args.device, **sweep
     )
+
+
+def use_one_cycle(trainer: Trainer, **kwargs: Any) -> None:
+    """Give ``trainer`` the optimizer it would create and a one-cycle schedule between the
+    study's base and peak LR (:func:`rheostat_trainer.one_cycle`) over every optimizer
+    step of ``train()``; the ``Trainer`` keeps a scheduler it finds set. ``kwargs``
+    (``pct_start``, ``default=``...) pass through."""
+    args = trainer.args
+    if args.max_steps > 0:
+        steps = args.max_steps
+    else:
+        batches = len(trainer.get_train_dataloader())
+        per_epoch = max(1, math.ceil(batches / args.gradient_accumulation_steps))
+        steps = per_epoch * math.ceil(args.num_train_epochs)
+    optimizer = trainer.create_optimizer()
+    # The Trainer annotates LambdaLR, yet steps any LRScheduler it is given.
+    trainer.lr_scheduler = schedule.one_cycle(optimizer, total_steps=steps, **kwargs)  # type: ignore[assignment]

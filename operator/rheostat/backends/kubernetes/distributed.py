@@ -113,9 +113,10 @@ def trial_children(
     spec: StudySpec,
     trial: Mapping[str, Any],
     params: Mapping[str, Scalar],
+    lr_schedule: tuple[float, float] | None = None,
 ) -> tuple[Manifest, Manifest | None]:
     """A trial's Job and, when it spans several pods, the Service its pods need first."""
-    job = build.trial_job(study, spec, trial, params)
+    job = build.trial_job(study, spec, trial, params, lr_schedule)
     replicas = spec.trial_template.replicas
     if replicas == 1:
         return job, None

@@ -188,12 +188,15 @@ def trial_job(
     spec: StudySpec,
     trial: Mapping[str, Any],
     params: Mapping[str, Scalar],
+    lr_schedule: tuple[float, float] | None = None,
 ) -> Manifest:
     """The batch/v1 Job that runs one trial, owned by its TuningTrial."""
     name = study["metadata"]["name"]
     number = int(trial["spec"]["number"])
     goals = [goal.metric for goal in spec.goals]
-    env = trial_env(name, number, params, spec.metrics.port, objectives=goals)
+    env = trial_env(
+        name, number, params, spec.metrics.port, objectives=goals, lr_schedule=lr_schedule
+    )
     job_labels = labels(name, ROLE_TRIAL, number)
     template = _pod_template(study, spec, env, job_labels)
     timeout = spec.budget.trial_timeout

@@ -8,13 +8,16 @@ Columns follow kubectl's habits (upper-case headers, AGE, `-A` adds NAMESPACE), 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from kubernetes import client
 from rich.console import Console
 
 from rheostat.backends.kubernetes.read import ClusterStudy, StudyRow, age
 from rheostat.backends.local.report import print_summary
+from rheostat.eta import duration_text
+from rheostat.waiting import WaitFacts, split_stuck, why_waiting
 
 
 def best_text(value: float | None) -> str:
@@ -24,7 +27,7 @@ def best_text(value: float | None) -> str:
 
 def study_lines(rows: Sequence[StudyRow], *, namespaces: bool, now: float | None = None) -> str:
     """The `get` listing, aligned like kubectl's."""
-    header = ["NAME", "PHASE", "DONE", "TOTAL", "BEST", "LR", "AGE"]
+    header = ["NAME", "PHASE", "DONE", "TOTAL", "BEST", "LR", "ETA", "AGE"]
     table = [
         [
             row.name,
@@ -33,6 +36,7 @@ def study_lines(rows: Sequence[StudyRow], *, namespaces: bool, now: float | None
             "" if row.target is None else str(row.target),
             f"front of {row.front}" if row.front is not None else best_text(row.best),
             "<none>" if row.lr is None else f"{row.lr:.3g}",
+            "<none>" if row.eta is None else duration_text(row.eta),
             age(row.created, now),
         ]
         for row in rows
@@ -67,6 +71,9 @@ def describe(study: ClusterStudy, console: Console) -> None:
         ("Phase", status.get("phase", "Pending")),
     ):
         console.print(f"{label + ':':<12}{value}", markup=False, highlight=False)
+    for number, reason in enumerate(why_waiting(wait_facts(study))):
+        label = "Waiting:" if number == 0 else ""
+        console.print(f"{label:<12}{reason.name}: {reason.message}", markup=False, highlight=False)
     conditions = status.get("conditions") or []
     if conditions:
         console.print("Conditions:")
@@ -78,6 +85,41 @@ def describe(study: ClusterStudy, console: Console) -> None:
     for event in sorted(study.events, key=_event_time):
         line = f"  {event.type:<8}{event.reason:<22}{event.message}"
         console.print(line, markup=False, highlight=False)
+
+
+def wait_facts(study: ClusterStudy) -> WaitFacts:
+    """What the study's status and its trial pods say about why it waits."""
+    status = study.body.get("status") or {}
+    counts = status.get("trials") or {}
+    budget = study.spec.budget
+    stuck = _stuck(status.get("conditions") or [])
+    running = {
+        int(t["spec"]["number"])
+        for t in study.trials
+        if (t.get("status") or {}).get("state", "Running") == "Running"
+    }
+    starting = [
+        n
+        for n, phase in study.pod_phases.items()
+        if phase == "Pending" and n in running and n not in stuck
+    ]
+    return WaitFacts(
+        phase=str(status.get("phase", "Pending")),
+        running=int(counts.get("running", 0)),
+        finished=int(counts.get("finished", 0)),
+        target=int(counts.get("target", budget.max_trials)),
+        parallelism=budget.parallelism,
+        starting=len(starting),
+        stuck=tuple(stuck.values()),
+    )
+
+
+def _stuck(conditions: Sequence[Mapping[str, Any]]) -> dict[int, str]:
+    """Trial number -> why its pod cannot start, from the TrialsStuck condition."""
+    condition = next((c for c in conditions if c.get("type") == "TrialsStuck"), None)
+    if condition is None or condition.get("status") != "True":
+        return {}
+    return split_stuck(str(condition.get("message", "")))
 
 
 def _event_time(event: client.CoreV1Event) -> str:

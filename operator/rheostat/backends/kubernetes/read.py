@@ -21,7 +21,13 @@ from kubernetes.config.config_exception import ConfigException
 
 from rheostat import lr_phase
 from rheostat.backends.kubernetes.kube import STUDIES, TRIALS, api_message
-from rheostat.backends.kubernetes.manifests import LABEL_STUDY, record_from_trial
+from rheostat.backends.kubernetes.manifests import (
+    LABEL_ROLE,
+    LABEL_STUDY,
+    LABEL_TRIAL,
+    ROLE_TRIAL,
+    record_from_trial,
+)
 from rheostat.backends.local.report import StudyResults
 from rheostat.engine import TrialRecord, TrialView
 from rheostat.spec import API_GROUP, API_VERSION, InvalidStudyError, StudySpec, study_from_mapping
@@ -43,6 +49,9 @@ class ClusterStudy:
     body: Mapping[str, Any]
     trials: Sequence[Mapping[str, Any]]
     events: Sequence[client.CoreV1Event] = field(default_factory=list)
+    # For describe: the phase of each trial pod (by trial number), to tell a trial
+    # whose pod has not started yet from one that runs.
+    pod_phases: Mapping[int, str] = field(default_factory=dict)
 
     @property
     def spec(self) -> StudySpec:
@@ -152,6 +161,7 @@ class StudyRow:
     lr: float | None
     created: datetime | None
     front: int | None = None  # trials on the Pareto front (several objectives)
+    eta: int | None = None  # seconds a running study still needs (status.etaSeconds)
 
 
 def study_row(body: Mapping[str, Any]) -> StudyRow:
@@ -171,6 +181,7 @@ def study_row(body: Mapping[str, Any]) -> StudyRow:
         lr=(status.get("lrRangeTest") or {}).get("suggestedLr"),
         created=created if isinstance(created, datetime) else None,
         front=(status.get("paretoFront") or {}).get("size"),
+        eta=status.get("etaSeconds"),
     )
 
 
@@ -260,7 +271,27 @@ class ClusterReader:
                     f'tuningstudy "{name}" not found in namespace {namespace}'
                 ) from None
             raise ReadError(_explain(error, "tuningstudies")) from None
-        return ClusterStudy(body=body, trials=trials, events=found)
+        phases = self._pod_phases(namespace, name) if events else {}
+        return ClusterStudy(body=body, trials=trials, events=found, pod_phases=phases)
+
+    def _pod_phases(self, namespace: str, name: str) -> dict[int, str]:
+        """Each trial pod's phase; empty where the user may not list pods (describe
+        then says less about waiting, and nothing fails)."""
+        selector = f"{LABEL_STUDY}={name},{LABEL_ROLE}={ROLE_TRIAL}"
+        try:
+            pods = self.core.list_namespaced_pod(namespace, label_selector=selector).items
+        except ApiException:
+            return {}
+        phases: dict[int, str] = {}
+        for pod in pods:
+            labels = (pod.metadata.labels if pod.metadata else None) or {}
+            number = labels.get(LABEL_TRIAL, "")
+            if not number.isdigit() or pod.status is None:
+                continue
+            # Any running pod means the trial runs (an Indexed Job has several).
+            if phases.get(int(number)) != "Running":
+                phases[int(number)] = str(pod.status.phase)
+        return phases
 
 
 def _as_dict(found: object) -> dict[str, Any]:

@@ -60,10 +60,12 @@ from rheostat.engine import (
 from rheostat.engine import (
     Refused as TrialRefused,
 )
+from rheostat.eta import duration_text, eta_seconds
 from rheostat.metrics.operator import OperatorMetrics
 from rheostat.metrics.promql import query_trial
 from rheostat.metrics.scrape import TrialSample, scrape
 from rheostat.spec import StudySpec
+from rheostat.waiting import join_stuck
 
 TERMINAL_PHASES = {"Succeeded", "Failed"}
 # How long a Job this operator created may go unseen by the watches before it counts
@@ -209,6 +211,9 @@ class Reconciler:
         for state in ("running", "complete", "pruned", "failed"):
             count = status["trials"][state]
             metrics.finished_trials.labels(namespace, name, state).set(count)
+        front = status.get("paretoFront")
+        if front is not None:
+            metrics.set_front(namespace, name, front["size"], front.get("best") or {})
         suggested = (status.get("lrRangeTest") or {}).get("suggestedLr")
         if suggested is not None:
             metrics.lr_suggestion.labels(namespace, name).set(suggested)
@@ -579,9 +584,9 @@ class _Pass:
                 self.trial_objects[number] = trial
                 runtime.trial_uids[number] = str(trial["metadata"]["uid"])
                 self._write_record(runtime, record)
-            job, service = distributed.trial_children(
-                self.body, self.spec, trial, trial["spec"]["params"]
-            )
+            params = trial["spec"]["params"]
+            schedule = lr_phase.trial_schedule(self.spec, runtime.engine.lr_result, params)
+            job, service = distributed.trial_children(self.body, self.spec, trial, params, schedule)
             if service is not None:  # first, so rank 0's name resolves when pods start
                 self.kube.create_service(service)
             created = self.kube.create_job(job)
@@ -662,6 +667,12 @@ class _Pass:
             status["lrRangeTest"]["curve"] = runtime.lr_curve
         status["observedGeneration"] = self.body["metadata"].get("generation")
         status["conditions"] = self._conditions(runtime, status)
+        if status["phase"] == "Running":
+            counts = status["trials"]
+            left = counts["target"] - counts["finished"]
+            estimate = eta_seconds(_durations(runtime), left, self.spec.budget.parallelism)
+            if estimate is not None:
+                status["etaSeconds"] = estimate
         status["display"] = _display(status)
         return status
 
@@ -685,9 +696,7 @@ class _Pass:
                 "TrialsStuck",
                 bool(runtime.stuck),
                 next(iter(runtime.stuck.values())).reason if runtime.stuck else "NoneStuck",
-                "; ".join(
-                    f"trial {n}: {s.reason}: {s.message}" for n, s in sorted(runtime.stuck.items())
-                )
+                join_stuck({n: f"{s.reason}: {s.message}" for n, s in runtime.stuck.items()})
                 or "no trial pod is stuck",
             ),
         ]
@@ -754,7 +763,25 @@ def _display(status: Mapping[str, Any]) -> dict[str, str]:
         shown["best"] = objectives.describe_front(status["paretoFront"])
     if "suggestedLr" in (status.get("lrRangeTest") or {}):
         shown["lr"] = f"{status['lrRangeTest']['suggestedLr']:.3g}"
+    if "etaSeconds" in status:
+        shown["eta"] = duration_text(status["etaSeconds"])
     return shown
+
+
+def _durations(runtime: _Runtime) -> list[float]:
+    """Launch-to-end wall time of each finished, counted trial, from its TuningTrial.
+
+    From the stored records rather than Optuna's clock, so the figure survives an
+    operator restart (a rebuilt Optuna trial has no meaningful start time) and uses
+    the pass clock tests drive. Pending time is included: it is part of what a
+    trial slot costs. Retried attempts are left out, as the budget leaves them out.
+    """
+    found = []
+    for stored in runtime.persisted.values():
+        started, finished = stored.get("startedAt"), stored.get("finishedAt")
+        if stored.get("kind", "counted") == "counted" and started and finished:
+            found.append(float(finished) - float(started))
+    return found
 
 
 def _values_text(spec: StudySpec, record: TrialRecord) -> str:

@@ -1,7 +1,8 @@
 """PNG plots of a study: the pictures people look at before they read a table.
 
 - lr_range_test.png: loss against learning rate (log scale), raw and smoothed, every
-  rule's suggestion marked, the chosen one highlighted and the narrowed range shaded.
+  rule's suggestion marked, the chosen one highlighted, the narrowed range shaded
+  and a cyclical schedule's base and peak (apply: schedule) dashed.
 - history.png: each trial's objective by trial number, coloured by state, with the
   best-so-far line.
 - intermediate.png: every trial's intermediate objective by step; pruned trials stop
@@ -82,6 +83,11 @@ def plot_lr_range(result: LrRangeResult, path: Path, narrowed: tuple[float, floa
         axes.axvspan(
             narrowed[0], narrowed[1], color="tab:green", alpha=0.12, label="narrowed range"
         )
+    if result.schedule is not None:  # a cyclical schedule's bounds (apply: schedule)
+        for end, lr in zip(("base", "peak"), result.schedule, strict=True):
+            axes.axvline(
+                lr, color="tab:purple", linestyle="--", linewidth=1.5, label=f"{end}: {lr:.3g}"
+            )
     axes.set_xscale("log")
     limits = lr_axis_limits(result.losses, result.smoothed)
     if limits is not None:

@@ -20,7 +20,7 @@ from types import FrameType, TracebackType
 
 import optuna
 
-from rheostat import objectives
+from rheostat import lr_phase, objectives
 from rheostat.backends.local.guard import GroupGuard
 from rheostat.backends.local.lock import WorkdirBusyError, WorkdirLock
 from rheostat.backends.local.process import (
@@ -379,7 +379,12 @@ class LocalRunner:
         port = self.study.spec.metrics.port
         if isinstance(action, StartTrial):
             goals = [goal.metric for goal in self.study.spec.goals]
-            env = trial_env(name, action.number, action.params, port, objectives=goals)
+            schedule = lr_phase.trial_schedule(
+                self.study.spec, self.engine.lr_result, action.params
+            )
+            env = trial_env(
+                name, action.number, action.params, port, objectives=goals, lr_schedule=schedule
+            )
             self._spawn(action.number, env, f"t{action.number:04d}")
             # A local trial runs the moment it is spawned: its timeout starts now.
             self.engine.observe(Started(action.number, time.monotonic()), time.monotonic())
