@@ -229,6 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             break
     rt.finish(accuracy=accuracy, loss=val_loss, weights=size)
     if world > 1:
+        # Leave together: a rank that tears gloo down while its peer is already gone
+        # can abort (SIGABRT, "terminate called without an active exception"), seen
+        # on the real node on rank 1 after its last epoch; that exit fails the trial.
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return 0
 
