@@ -126,8 +126,15 @@ def test_a_study_of_two_pod_ddp_trials_succeeds_and_leaves_nothing(
     assert study["status"]["phase"] == "Succeeded", outcomes
     assert len(found) == 3
     assert all(t["status"]["state"] == "Complete" for t in found), [t["status"] for t in found]
-    assert all(t["status"]["value"] > 0.2 for t in found), [t["status"] for t in found]
-    assert study["status"]["lrRangeTest"].get("narrowedTo"), study["status"]["lrRangeTest"]
+    # Real training: a low learning rate may stay at chance in 6 epochs, the best not.
+    assert all(0.0 <= t["status"]["value"] <= 1.0 for t in found), outcomes
+    assert study["status"]["bestTrial"]["value"] > 0.5, study["status"]["bestTrial"]
+    # The LR range test ran the same torchrun command as one pod in a world of one
+    # (whether its short curve gives advice is the LR rules' business, not this test's).
+    lr_job = client.BatchV1Api(admin_api).read_namespaced_job("ddp-lr-range-test", namespace)
+    assert lr_job.spec.completion_mode != "Indexed"
+    assert lr_job.status.succeeded == 1, lr_job.status
+    assert "curve" in study["status"]["lrRangeTest"], study["status"]["lrRangeTest"]
     # Every trial's rank 0 trained in a world of two: init_process_group returns only
     # once both pods have met at MASTER_ADDR (pod 0's name in the trial's Service).
     # Rank 1's pod may be gone: still running when rank 0's success met the Job's
