@@ -218,6 +218,16 @@ BAD_CASES: list[BadCase] = [
         _set("spec.trialTemplate.spec.hostNetwork", "yes"),
         "spec.trialTemplate.spec.hostNetwork",
     ),
+    BadCase(
+        "no-pods-per-trial",
+        _set("spec.trialTemplate.replicas", 0),
+        "spec.trialTemplate.replicas",
+    ),
+    BadCase(
+        "pods-per-trial-as-a-string",
+        _set("spec.trialTemplate.replicas", "2"),
+        "spec.trialTemplate.replicas",
+    ),
     BadCase("no-budget", _set("spec.budget", _DELETE), "spec.budget"),
     BadCase("unknown-spec-field", _set("spec.maxTrialCount", 3), "spec.maxTrialCount"),
     BadCase("parameter-names-differ-only-in-case", _param(1, name="LR"), "spec.parameters"),

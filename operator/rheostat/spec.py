@@ -39,6 +39,9 @@ ALGORITHMS: tuple[str, ...] = ("grid", "random", "tpe", "bayesian", "cmaes", "qm
 # Objectives of one multi-objective study: two at least (one is `objective`), and few
 # enough that the front stays readable and the CEL uniqueness check stays cheap.
 MAX_OBJECTIVES = 8
+# Pods of one multi-pod trial: their hostnames (`<study>-t<number>-<index>`) stay DNS
+# labels, and a trial this wide is a cluster's worth of nodes already.
+MAX_REPLICAS = 1000
 Pruner = Literal["none", "median", "successive-halving", "hyperband"]
 Scalar = str | int | float | bool
 
@@ -436,6 +439,16 @@ class TrialTemplate(BaseModel):
         default_factory=dict, description="Labels and annotations added to trial pods."
     )
     spec: PodSpec = Field(description="Pod spec of a trial.")
+    replicas: WholeNumber = Field(
+        default=1,
+        ge=1,
+        le=MAX_REPLICAS,
+        strict=True,
+        description="Pods per trial. Above 1 a trial is an Indexed Job plus a headless "
+        "Service: each pod gets MASTER_ADDR, MASTER_PORT, WORLD_SIZE, NNODES and "
+        "NODE_RANK for torchrun, and index 0 reports for the trial. The LR range test "
+        "stays one pod. Local runs support only 1.",
+    )
 
 
 class WarmStart(SpecModel):

@@ -63,6 +63,7 @@ NUMBER_FIELDS = [
     ("spec", "metrics", "scrapeInterval"),
     ("spec", "trialTemplate", "spec", "activeDeadlineSeconds"),
     ("spec", "trialTemplate", "spec", "priority"),
+    ("spec", "trialTemplate", "replicas"),
 ]
 BOOL_FIELDS = [
     ("spec", "parameters", 0, "log"),

@@ -78,3 +78,20 @@ def test_a_workdir_that_is_a_file_is_a_message(
     err = capsys.readouterr().err
     assert f"{study}: the work folder {workdir} cannot be used:" in err
     assert workdir.read_text() == "a file, not a folder\n"
+
+
+def test_a_multi_pod_trial_is_refused_locally_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = yaml.safe_load(_study_text())
+    document["spec"]["trialTemplate"]["replicas"] = 2
+    path = tmp_path / "distributed.yaml"
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+
+    assert main(["validate", str(path)]) == 0  # valid: a cluster runs it
+    capsys.readouterr()
+    assert main(["run", str(path), "--workdir", str(tmp_path / "w")]) == EXIT_INVALID
+    err = capsys.readouterr().err
+    assert "spec.trialTemplate.replicas" in err
+    assert "replicas 2 needs a cluster" in err
+    assert not (tmp_path / "w" / "study.db").exists()  # refused before anything ran

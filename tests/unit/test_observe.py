@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from rheostat.backends.kubernetes.observe import (
     job_state,
     timestamp,
 )
+from rheostat.backends.kubernetes.observe_ranks import trial_state
 
 NOW = timestamp("2026-01-01T00:10:00Z") or 0.0
 TIMEOUT = 60.0
@@ -274,3 +276,200 @@ def test_the_no_pod_grace_counts_from_the_latest_resume_not_the_creation() -> No
     resumed["status"]["startTime"] = "2026-01-01T00:09:55Z"
     assert state_of(of_job=resumed) == Pending()
     assert isinstance(state_of(of_job=job()), InfrastructureLost)  # no resume: stuck too long
+
+
+def test_a_sigterm_exit_inside_the_deletion_grace_is_still_the_deletions() -> None:
+    """deletionTimestamp is the end of the grace period, not the moment of the request."""
+    killed = pod(
+        container("trainer", terminated(143, finished="2026-01-01T00:05:02Z")),
+        deleted="2026-01-01T00:05:30Z",
+    )
+    killed["metadata"]["deletionGracePeriodSeconds"] = 30
+    assert isinstance(state_of(killed), InfrastructureLost)
+
+
+# ----- trials of several pods (an Indexed Job): the first pod to end decides ------------
+
+
+def indexed_job(conditions: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    return {**job(conditions), "spec": {"completionMode": "Indexed", "completions": 3}}
+
+
+def rank(index: int, *statuses: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Pod `index` of the trial's Indexed Job, as the Job controller names and annotates it."""
+    made = pod(*statuses, **kwargs)
+    made["metadata"]["name"] = f"s-t0-{index}-abcde"
+    made["metadata"]["annotations"] = {"batch.kubernetes.io/job-completion-index": str(index)}
+    made["status"]["podIP"] = f"10.0.0.{10 + index}"
+    return made
+
+
+def job_controller_deleted(made: dict[str, Any], at: str) -> dict[str, Any]:
+    """A rank the Job controller is stopping: deleted at `at` with the default 30 s grace."""
+    deadline = (timestamp(at) or 0.0) + 30
+    made["metadata"]["deletionTimestamp"] = time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(deadline)
+    )
+    made["metadata"]["deletionGracePeriodSeconds"] = 30
+    return made
+
+
+def ranks_state(*pods: dict[str, Any], of_job: dict[str, Any] | None = None) -> JobState:
+    return trial_state(of_job or indexed_job(), list(pods), NOW, TIMEOUT)
+
+
+def test_all_ranks_running_is_rank_zeros_running() -> None:
+    later = {"running": {"startedAt": "2026-01-01T00:02:00Z"}}
+    state = ranks_state(
+        rank(1, container("trainer", later)),
+        rank(0, container("trainer", RUNNING)),
+        rank(2, container("trainer", RUNNING)),
+    )
+    # Metrics are scraped from rank 0's IP.
+    assert state == Running("10.0.0.10", timestamp("2026-01-01T00:01:00Z") or 0.0)
+
+
+def test_rank_zero_succeeds_while_the_others_are_terminating() -> None:
+    """The successPolicy ends the Job at rank 0's success; the others die of SIGTERM."""
+    result = '{"metrics": {"accuracy": 0.9}}'
+    complete = indexed_job([{"type": "SuccessCriteriaMet", "status": "True"}])
+    state = ranks_state(
+        rank(0, container("trainer", terminated(0, "2026-01-01T00:05:00Z", message=result))),
+        job_controller_deleted(
+            rank(1, container("trainer", terminated(143, "2026-01-01T00:05:02Z"))),
+            "2026-01-01T00:05:01Z",
+        ),
+        job_controller_deleted(rank(2, container("trainer", RUNNING)), "2026-01-01T00:05:01Z"),
+        of_job=complete,
+    )
+    assert state == Succeeded(result)
+
+
+def test_a_rank_other_than_zero_exiting_zero_decides_nothing() -> None:
+    state = ranks_state(
+        rank(1, container("trainer", terminated(0, "2026-01-01T00:05:00Z"))),
+        rank(0, container("trainer", RUNNING)),
+    )
+    assert isinstance(state, Running)
+
+
+def test_rank_one_oomkilled_first_is_a_training_failure_not_the_others_errors() -> None:
+    """Rank 0 then dies of a gloo error and rank 2 of the Job controller's SIGTERM."""
+    failed = indexed_job([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}])
+    state = ranks_state(
+        rank(0, container("trainer", terminated(1, "2026-01-01T00:05:01Z", reason="Error"))),
+        rank(1, container("trainer", terminated(137, "2026-01-01T00:05:00Z", reason="OOMKilled"))),
+        job_controller_deleted(
+            rank(2, container("trainer", terminated(143, "2026-01-01T00:05:03Z"))),
+            "2026-01-01T00:05:02Z",
+        ),
+        of_job=failed,
+    )
+    assert state == TrainingFailed(137, "rank 1: OOMKilled")
+
+
+def test_a_rank_evicted_first_is_the_clusters_though_the_others_exit_non_zero() -> None:
+    """The others' non-zero exits are consequences: the trial is retried, not charged."""
+    evicted = rank(
+        2,
+        container("trainer", terminated(137, "2026-01-01T00:05:01Z")),
+        reason="Evicted",
+        message="The node was low on resource: memory.",
+        conditions=[
+            {
+                "type": "DisruptionTarget",
+                "status": "True",
+                "reason": "TerminationByKubelet",
+                "lastTransitionTime": "2026-01-01T00:05:00Z",
+            }
+        ],
+    )
+    # Rank 0's collective error lands in the same second as the eviction: still second.
+    state = ranks_state(
+        rank(0, container("trainer", terminated(1, "2026-01-01T00:05:00Z"))),
+        rank(1, container("trainer", terminated(1, "2026-01-01T00:05:02Z"))),
+        evicted,
+    )
+    assert isinstance(state, InfrastructureLost)
+    assert state.reason.startswith("rank 2: pod Evicted"), state
+
+
+def test_all_ranks_deleted_is_the_clusters_whatever_their_exits() -> None:
+    """`kubectl delete pods -l ...`: every rank terminating; none speaks for the trial."""
+    state = ranks_state(
+        job_controller_deleted(
+            rank(0, container("trainer", terminated(0, "2026-01-01T00:05:02Z"))),
+            "2026-01-01T00:05:00Z",
+        ),
+        job_controller_deleted(
+            rank(1, container("trainer", terminated(143, "2026-01-01T00:05:01Z"))),
+            "2026-01-01T00:05:00Z",
+        ),
+        job_controller_deleted(rank(2, container("trainer", RUNNING)), "2026-01-01T00:05:00Z"),
+    )
+    assert isinstance(state, InfrastructureLost)
+    assert "deleted while it ran" in state.reason
+
+
+def test_a_multi_pod_trial_preempted_by_kueue_is_queued_not_lost() -> None:
+    """Kueue suspends the Indexed Job and the Job controller deletes every rank: the
+    trial waits to resume in place; none of the ranks' deaths speaks for it."""
+    preempted = indexed_job()
+    preempted["spec"]["suspend"] = True
+    state = ranks_state(
+        job_controller_deleted(
+            rank(0, container("trainer", terminated(143, "2026-01-01T00:05:01Z"))),
+            "2026-01-01T00:05:00Z",
+        ),
+        job_controller_deleted(rank(1, container("trainer", RUNNING)), "2026-01-01T00:05:00Z"),
+        of_job=preempted,
+    )
+    assert state == Queued()
+
+
+def test_a_resumed_multi_pod_trial_forgets_the_preempted_runs_ranks() -> None:
+    resumed = indexed_job()
+    resumed["status"]["startTime"] = "2026-01-01T00:09:50Z"  # re-admitted after a preemption
+    old = job_controller_deleted(
+        rank(1, container("trainer", terminated(143, "2026-01-01T00:05:01Z"))),
+        "2026-01-01T00:05:00Z",
+    )
+    new = rank(0, container("trainer", {"running": {"startedAt": "2026-01-01T00:09:55Z"}}))
+    new["metadata"]["creationTimestamp"] = "2026-01-01T00:09:51Z"
+    assert isinstance(ranks_state(old, new, of_job=resumed), Running)
+
+
+def test_a_terminating_rank_zero_is_not_running() -> None:
+    state = ranks_state(
+        job_controller_deleted(rank(0, container("trainer", RUNNING)), "2026-01-01T00:09:59Z"),
+        rank(1, container("trainer", RUNNING)),
+    )
+    assert isinstance(state, InfrastructureLost)
+
+
+def test_one_rank_that_cannot_start_holds_the_trial_then_loses_it() -> None:
+    stuck = {"waiting": {"reason": "ImagePullBackOff", "message": "details"}}
+    recent = rank(1, container("trainer", stuck), conditions=_scheduled("2026-01-01T00:09:30Z"))
+    zero = rank(0, container("trainer", RUNNING))
+    assert ranks_state(zero, recent) == Pending(
+        "ImagePullBackOff", "rank 1: container trainer: details"
+    )
+    old = rank(1, container("trainer", stuck), conditions=_scheduled("2026-01-01T00:08:00Z"))
+    lost = ranks_state(zero, old)
+    assert isinstance(lost, InfrastructureLost)
+    assert lost.reason.startswith("rank 1: stuck in ImagePullBackOff"), lost
+
+
+def test_an_indexed_job_past_its_deadline_is_the_trainers_as_for_one_pod() -> None:
+    deadline = indexed_job([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}])
+    killed = job_controller_deleted(
+        rank(0, container("trainer", terminated(143))), "2026-01-01T00:05:00Z"
+    )
+    assert ranks_state(killed, of_job=deadline) == TrainingFailed(
+        -1, "the Job's activeDeadlineSeconds ran out"
+    )
+
+
+def test_an_indexed_job_with_no_pods_yet_waits_then_reports_as_for_one_pod() -> None:
+    assert ranks_state() == job_state(job(), [], NOW, TIMEOUT)
+    assert isinstance(ranks_state(), InfrastructureLost)  # created ten minutes ago

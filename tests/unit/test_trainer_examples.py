@@ -220,3 +220,47 @@ def test_digits_lr_range_test(tmp_path: Path) -> None:
     assert len(curve["lrs"]) == len(curve["losses"]) <= 40
     assert curve["lrs"][0] == 1e-6
     assert "lr range test:" in proc.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.mark.slow
+def test_digits_under_torchrun_on_two_nodes_reports_from_rank_zero_only(tmp_path: Path) -> None:
+    """Two "pods" of a multi-pod trial, as the tuner starts them: the same command, the
+    launcher variables from the env, a termination log each; DDP over gloo on CPU."""
+    master = str(free_port())
+    procs = []
+    for node in (0, 1):
+        folder = tmp_path / f"pod-{node}"
+        folder.mkdir()
+        env = trial_env(
+            folder,
+            RHEOSTAT_PARAMS='{"lr": 0.05, "layers": 2, "width": 32}',
+            RHEOSTAT_METRICS_PORT=str(free_port()),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=master,
+            NNODES="2",
+            NODE_RANK=str(node),
+        )
+        command = [
+            *(sys.executable, "-m", "torch.distributed.run"),
+            *("--nnodes", env["NNODES"], "--node_rank", env["NODE_RANK"], "--nproc_per_node", "1"),
+            *("--master_addr", env["MASTER_ADDR"], "--master_port", env["MASTER_PORT"]),
+            *("-m", "rheostat_trainer.examples.digits", "--epochs", "4"),
+        ]
+        procs.append(
+            subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        )
+    outputs = [p.communicate(timeout=180)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert "rank 0 of 2" in outputs[0]
+    assert "rank 1 of 2" in outputs[1]
+    result = message(tmp_path / "pod-0")
+    assert result["step"] == 3
+    assert result["metrics"]["accuracy"] > 0.5
+    assert not (tmp_path / "pod-1" / "termination-log").exists()  # rank 1 never speaks

@@ -36,6 +36,10 @@ CONTRACT_VARS = (
     "RHEOSTAT_LR_MAX",
     "RHEOSTAT_LR_STEPS",
     "RHEOSTAT_OBJECTIVES",
+    # The launcher's rank variables: a test run under torchrun must not inherit them.
+    "RANK",
+    "LOCAL_RANK",
+    "NODE_RANK",
 )
 
 
@@ -415,3 +419,46 @@ def test_lr_range_test_arguments_override_the_environment(
     assert len(lrs) == 7
     assert lrs[0] == 1e-6
     assert lrs[-1] == 1e-3
+
+
+@pytest.mark.parametrize(
+    ("env", "speaks"),
+    [
+        ({}, True),  # a run by hand, a one-pod trial
+        ({"RANK": "0", "LOCAL_RANK": "0", "NODE_RANK": "0"}, True),
+        ({"RANK": "1", "LOCAL_RANK": "1", "NODE_RANK": "0"}, False),  # torchrun, 2nd process
+        ({"RANK": "2", "LOCAL_RANK": "0", "NODE_RANK": "1"}, False),  # torchrun, 2nd pod
+        ({"NODE_RANK": "1"}, False),  # one process per pod, no launcher
+        ({"NODE_RANK": "0"}, True),
+        ({"LOCAL_RANK": "1"}, False),
+    ],
+)
+def test_only_global_rank_zero_speaks_for_the_trial(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], speaks: bool
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert rt.speaks_for_trial() is speaks
+
+
+def test_a_malformed_rank_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "zero")
+    with pytest.raises(rt.EnvError, match="RANK must be an integer, got 'zero'"):
+        rt.speaks_for_trial()
+
+
+def test_a_rank_other_than_zero_reports_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("RHEOSTAT_METRICS_PORT", str(port))
+    monkeypatch.setenv("POD_IP", "127.0.0.1")
+    monkeypatch.setenv("RHEOSTAT_TERMINATION_MESSAGE_PATH", str(tmp_path / "msg"))
+    rt.report(1, loss=0.5)
+    rt.finish(loss=0.25)
+    assert metrics.REGISTRY.get_sample_value("rheostat_trial_metric", {"metric": "loss"}) is None
+    assert metrics.REGISTRY.get_sample_value("rheostat_trial_step") == 0
+    assert not (tmp_path / "msg").exists()
+    with socket.socket() as probe:  # the port is free: rank 0 (elsewhere) may bind it
+        probe.bind(("127.0.0.1", port))

@@ -21,7 +21,14 @@ language that follows it works with the tuner too.
 
 from __future__ import annotations
 
-from rheostat_trainer._env import EnvError, mode, params, study_name, trial_number
+from rheostat_trainer._env import (
+    EnvError,
+    mode,
+    params,
+    speaks_for_trial,
+    study_name,
+    trial_number,
+)
 from rheostat_trainer._stop import should_stop
 from rheostat_trainer.lr_finder import lr_range_test, write_lr_curve
 from rheostat_trainer.metrics import finish, report
@@ -38,6 +45,7 @@ __all__ = [
     "params",
     "report",
     "should_stop",
+    "speaks_for_trial",
     "study_name",
     "trial_number",
     "write_lr_curve",

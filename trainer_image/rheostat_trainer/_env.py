@@ -12,7 +12,15 @@ import json
 import os
 from typing import Any, Literal
 
-__all__ = ["EnvError", "mode", "objectives", "params", "study_name", "trial_number"]
+__all__ = [
+    "EnvError",
+    "mode",
+    "objectives",
+    "params",
+    "speaks_for_trial",
+    "study_name",
+    "trial_number",
+]
 
 Mode = Literal["trial", "lr-range-test"]
 _MODES: tuple[Mode, ...] = ("trial", "lr-range-test")
@@ -84,6 +92,32 @@ def trial_number() -> int:
         return int(value)
     except ValueError as exc:
         raise EnvError(f"RHEOSTAT_TRIAL must be an integer, got {value!r}") from exc
+
+
+def _rank(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise EnvError(f"{name} must be an integer, got {value!r}") from exc
+
+
+def speaks_for_trial() -> bool:
+    """Whether this process reports for the trial: global rank 0 of a distributed run.
+
+    A trial of several pods (``trialTemplate.replicas``) or processes runs the same
+    code on every rank; only rank 0's metrics and result are the trial's, and two
+    ranks in one pod could not both serve the metrics port. ``RANK`` (set by
+    torchrun, Accelerate, Lightning) decides when present; otherwise ``NODE_RANK``
+    (the pod's index, set by the tuner) and ``LOCAL_RANK`` must both be 0 or unset,
+    so one process per pod without a launcher works too, and a run by hand reports.
+    """
+    rank = _rank("RANK")
+    if rank is not None:
+        return rank == 0
+    return all(_rank(name) in (None, 0) for name in ("NODE_RANK", "LOCAL_RANK"))
 
 
 def study_name() -> str:

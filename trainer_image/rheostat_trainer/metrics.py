@@ -22,7 +22,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from rheostat_trainer._env import objectives, termination_path
+from rheostat_trainer._env import objectives, speaks_for_trial, termination_path
 
 __all__ = ["MAX_TERMINATION_BYTES", "REGISTRY", "encode_float", "finish", "fit_result", "report"]
 
@@ -76,8 +76,13 @@ def report(step: int, **metrics: float) -> None:
     Sets ``rheostat_trial_metric{metric="<name>"}`` for each keyword and
     ``rheostat_trial_step``. Non-finite values are published as they are (NaN,
     +Inf): deciding what a diverged trial means is the tuner's job.
+
+    On a rank other than global rank 0 (``RANK``, ``NODE_RANK``, ``LOCAL_RANK``) it
+    does nothing: rank 0 speaks for the trial, so user code need not branch.
     """
     global _last_step  # noqa: PLW0603 - the SDK is process-wide state by design
+    if not speaks_for_trial():
+        return
     with _lock:
         _serve_once()
         for name, value in metrics.items():
@@ -117,8 +122,11 @@ def write_termination_message(payload: Mapping[str, Any]) -> str | None:
 
     Returns the path written, or ``None`` when there is nowhere to write (a run
     by hand). Raises ``ValueError`` if the message exceeds 4096 bytes, since the
-    kubelet would silently truncate it into invalid JSON.
+    kubelet would silently truncate it into invalid JSON. On a rank other than
+    global rank 0 nothing is written (``None``): rank 0's message is the trial's.
     """
+    if not speaks_for_trial():
+        return None
     text = _json(payload)
     size = len(text.encode())
     if size > MAX_TERMINATION_BYTES:
@@ -191,8 +199,11 @@ def finish(**metrics: float) -> None:
 
     The message holds at most 4096 bytes (the kubelet's limit). Beyond that the
     study's objectives (``RHEOSTAT_OBJECTIVES``) are kept exactly and the other
-    metrics rounded or dropped, with a warning (:func:`fit_result`).
+    metrics rounded or dropped, with a warning (:func:`fit_result`). Only global
+    rank 0 writes (see :func:`report`).
     """
+    if not speaks_for_trial():
+        return
     with _lock:
         final = dict(_last_metrics) if not metrics else {k: float(v) for k, v in metrics.items()}
         for name, value in final.items():

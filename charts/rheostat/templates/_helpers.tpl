@@ -106,6 +106,10 @@ operator (kube.py) and Kopf (status, progress annotations, events) use.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+# The headless Service of a multi-pod trial (trialTemplate.replicas > 1).
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "create", "delete"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch", "list"]

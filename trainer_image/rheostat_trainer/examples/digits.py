@@ -10,12 +10,18 @@ Knobs (all optional, from ``rheostat_trainer.params()``): ``lr``, ``momentum``,
 and reports validation accuracy and loss (and the model's ``weights`` count, a
 second objective for a multi-objective study) every epoch; in ``lr-range-test`` mode
 it runs ``lr_range_test`` on the same model and data and exits.
+
+Under a launcher that sets ``WORLD_SIZE`` > 1 (``torchrun``, e.g. in a trial of
+several pods, ``trialTemplate.replicas``) it trains with DistributedDataParallel:
+gloo on CPU, NCCL on GPUs, each rank taking its share of every epoch's batches.
+Every rank calls ``report``/``finish``; only global rank 0's count.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -130,6 +136,35 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
     return accuracy, loss
 
 
+def start_distributed(device: torch.device) -> tuple[int, int]:
+    """``(rank, world size)``: joins the launcher's process group when there is one."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    torch.distributed.init_process_group(backend)
+    return torch.distributed.get_rank(), world
+
+
+def my_share(
+    epoch: Iterator[tuple[torch.Tensor, torch.Tensor]], rank: int, world: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """This rank's batches of an epoch: as many on every rank (DDP's all-reduce of
+    gradients pairs them up; one extra backward on one rank would hang the others)."""
+    every = list(epoch)
+    usable = len(every) // world * world
+    return every[rank:usable:world]
+
+
+def all_agree_to_stop(stop: bool, world: int) -> bool:
+    """Stop when any rank was asked to (SIGTERM), so that none waits alone in a collective."""
+    if world <= 1:
+        return stop
+    flag = torch.tensor([1 if stop else 0])
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return bool(flag.item())
+
+
 def params_or_defaults(program: str) -> dict[str, Any]:
     """The trial's parameters, or none (the defaults) when run by hand outside a study."""
     try:
@@ -146,8 +181,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)  # trials run side by side; one thread each is fastest overall
-    torch.manual_seed(args.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(args.seed)  # the same initial weights on every rank
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = torch.device(f"cuda:{local % torch.cuda.device_count()}" if cuda else "cpu")
+    rank, world = start_distributed(device)
     knobs = Knobs.from_params(params_or_defaults("digits"))
     x_train, y_train, x_val, y_val = load_data(device)
     model = build_model(knobs).to(device)
@@ -165,15 +203,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # The model's size: a second objective for a multi-objective study (accuracy vs size).
     size = float(sum(p.numel() for p in model.parameters()))
-    print(f"digits: {knobs} on {device}, {size:.0f} parameters", flush=True)
+    print(f"digits: {knobs} on {device}, rank {rank} of {world}, {size:.0f} parameters", flush=True)
+    trained: nn.Module = model
+    if world > 1:
+        trained = nn.parallel.DistributedDataParallel(model)
     accuracy, val_loss = math.nan, math.nan
     rt.should_stop()  # install the SIGTERM handler before training starts
     for epoch in range(args.epochs):
         started = time.perf_counter()
-        model.train()
-        for inputs, targets in batches(x_train, y_train, knobs.batch_size, shuffle):
+        trained.train()
+        epoch_batches = batches(x_train, y_train, knobs.batch_size, shuffle)
+        for inputs, targets in my_share(epoch_batches, rank, world):
             optimizer.zero_grad(set_to_none=True)
-            loss_fn(model(inputs), targets).backward()
+            loss_fn(trained(inputs), targets).backward()
             optimizer.step()
         accuracy, val_loss = evaluate(model, x_val, y_val)
         rt.report(epoch, accuracy=accuracy, loss=val_loss, weights=size)
@@ -182,10 +224,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"epoch {epoch}: val_accuracy={accuracy:.4f} val_loss={val_loss:.4f} ({seconds:.2f}s)",
             flush=True,
         )
-        if rt.should_stop():
+        if all_agree_to_stop(rt.should_stop(), world):
             print("digits: stopping early (SIGTERM)", flush=True)
             break
     rt.finish(accuracy=accuracy, loss=val_loss, weights=size)
+    if world > 1:
+        # Leave together: a rank that tears gloo down while its peer is already gone
+        # can abort (SIGABRT, "terminate called without an active exception"), seen
+        # on the real node on rank 1 after its last epoch; that exit fails the trial.
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     return 0
 
 

@@ -248,6 +248,32 @@ class Kube:
         if not _owned_by(controller, job):
             raise NameTakenError(f"Job {name} exists and is not this study's")
 
+    def create_service(self, service: Mapping[str, Any]) -> bool:
+        """Create a Service (a multi-pod trial's headless one); False when ours existed.
+
+        Same contract as create_job: RefusedError when it never will be accepted,
+        NameTakenError when the name is another owner's.
+        """
+        namespace, name = service["metadata"]["namespace"], service["metadata"]["name"]
+        try:
+            self.on_request("create", "services")
+            self.core.create_namespaced_service(namespace, dict(service))  # type: ignore[arg-type]
+        except pydantic.ValidationError as error:
+            raise RefusedError(client_problems(error), by="the Kubernetes client") from None
+        except ApiException as error:
+            if error.status == 409:
+                self.on_request("get", "services")
+                existing = self.core.read_namespaced_service(name, namespace)
+                references = (existing.metadata and existing.metadata.owner_references) or []
+                controller = next((r.uid for r in references if r.controller), None)
+                if not _owned_by(controller, service):
+                    raise NameTakenError(f"Service {name} exists and is not this study's") from None
+                return False
+            if error.status in REFUSED_STATUSES:
+                raise RefusedError(api_message(error)) from None
+            raise
+        return True
+
     def delete_job(self, namespace: str, name: str) -> None:
         try:
             self.on_request("delete", "jobs")

@@ -122,6 +122,7 @@ def _pod_template(
     pod_labels: Mapping[str, str],
 ) -> Manifest:
     template: Manifest = copy.deepcopy(dict(study["spec"]["trialTemplate"]))
+    template.pop("replicas", None)  # the Job's business (distributed.py), not the pod's
     metadata = template.setdefault("metadata", {})
     metadata["labels"] = {**metadata.get("labels", {}), **pod_labels}
     metadata["annotations"] = {

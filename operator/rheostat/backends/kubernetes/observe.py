@@ -163,6 +163,12 @@ def job_state(
     return Pending()
 
 
+def waits_in_queue(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the Job is suspended (queued or preempted by Kueue) with no live pod:
+    a state of the trial, whatever the pods of an earlier run are doing."""
+    return _queued(job, _conditions(job), pods)
+
+
 def _queued(
     job: Mapping[str, Any],
     conditions: Mapping[str, Mapping[str, Any]],
@@ -226,7 +232,7 @@ def _pod_state(pod: Mapping[str, Any], now: float, stuck_timeout: float) -> JobS
     trainer = trainer_status(pod)
     state = trainer.get("state") or {}
     terminated = state.get("terminated")
-    deleted = timestamp(pod["metadata"].get("deletionTimestamp"))
+    deleted = deletion_requested(pod)
     if deleted is not None and not _ended_before(terminated, deleted):
         return InfrastructureLost("the trial's pod was deleted while it ran")
     if isinstance(terminated, Mapping):
@@ -240,6 +246,20 @@ def _pod_state(pod: Mapping[str, Any], now: float, stuck_timeout: float) -> JobS
     if isinstance(running, Mapping):
         return Running(status.get("podIP"), timestamp(running.get("startedAt")) or now)
     return _waiting_state(pod, conditions, now, stuck_timeout)
+
+
+def deletion_requested(pod: Mapping[str, Any]) -> float | None:
+    """When the pod's deletion was asked for, or None if it was not.
+
+    The API server sets `deletionTimestamp` to the end of the grace period (request
+    time + `deletionGracePeriodSeconds`, 30 s by default), not to the request: a
+    trainer killed by the SIGTERM a deletion sends ends before that deadline.
+    """
+    metadata = pod["metadata"]
+    deadline = timestamp(metadata.get("deletionTimestamp"))
+    if deadline is None:
+        return None
+    return deadline - float(metadata.get("deletionGracePeriodSeconds") or 0)
 
 
 def _ended_before(terminated: Any, deleted: float) -> bool:
@@ -282,3 +302,8 @@ def _stuck(reason: str, message: str, waited: float, limit: float) -> JobState:
         what = "unschedulable" if reason == "Unschedulable" else f"stuck in {reason}"
         return InfrastructureLost(f"{what} for more than {limit:.0f}s: {message}")
     return Pending(reason, message)
+
+
+def pod_state(pod: Mapping[str, Any], now: float, stuck_timeout: float) -> JobState:
+    """One pod read as job_state reads a trial's newest pod (for the ranks of a trial)."""
+    return _pod_state(pod, now, stuck_timeout)

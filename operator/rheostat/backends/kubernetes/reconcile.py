@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rheostat import lr_phase, objectives, warm_start
+from rheostat.backends.kubernetes import distributed
 from rheostat.backends.kubernetes import manifests as build
 from rheostat.backends.kubernetes import queueing
 from rheostat.backends.kubernetes.ask_worker import AskBackend
@@ -44,6 +45,7 @@ from rheostat.backends.kubernetes.observe import (
     job_state,
     timestamp,
 )
+from rheostat.backends.kubernetes.observe_ranks import trial_state
 from rheostat.contract import LR_RANGE_TEST_NUMBER, last_step, lr_curve, parse_termination_message
 from rheostat.engine import (
     Action,
@@ -461,7 +463,7 @@ class _Pass:
     ) -> list[Action]:
         job_name = build.trial_name(self.name, number)
         timeout = float(self.spec.budget.unschedulable_timeout)
-        state = job_state(jobs.get(job_name), pods.get(f"t{number}", []), self.now, timeout)
+        state = trial_state(jobs.get(job_name), pods.get(f"t{number}", []), self.now, timeout)
         runtime.stuck.pop(number, None)
         event: Event | None = None
         if isinstance(state, Missing):
@@ -603,7 +605,7 @@ class _Pass:
             runtime.lr_launched_at = self.now
         sweep = (action.parameter, action.min_lr, action.max_lr, action.steps)
         try:
-            job = build.lr_test_job(self.body, self.spec, action.params, sweep)
+            job = distributed.lr_test_job(self.body, self.spec, action.params, sweep)
             created = self.kube.create_job(job)
         except NameTakenError:
             return  # a deleted study's test, until the garbage collector removes it
@@ -646,7 +648,9 @@ class _Pass:
                 self._write_record(runtime, record)
             params = trial["spec"]["params"]
             schedule = lr_phase.trial_schedule(self.spec, runtime.engine.lr_result, params)
-            job = build.trial_job(self.body, self.spec, trial, params, schedule)
+            job, service = distributed.trial_children(self.body, self.spec, trial, params, schedule)
+            if service is not None:  # first, so rank 0's name resolves when pods start
+                self.kube.create_service(service)
             created = self.kube.create_job(job)
         except NameTakenError:
             return []

@@ -111,6 +111,18 @@ def local_problems(study: TuningStudy) -> list[SpecProblem]:
     Checked before the work folder is touched: a trainer that cannot be started at
     all must not leave a study with one failed trial per attempt behind.
     """
+    replicas = study.spec.trial_template.replicas
+    if replicas > 1:
+        # N local processes would all share one host and one GPU set: a rehearsal of
+        # nothing a cluster does, so refuse rather than pretend.
+        return [
+            SpecProblem(
+                "spec.trialTemplate.replicas",
+                f"a local run starts one process per trial; replicas {replicas} needs a "
+                "cluster (set it to 1 to run here, or launch several ranks with torchrun "
+                "inside the one trial's command)",
+            )
+        ]
     container = study.spec.trial_template.spec.containers[0]
     path = "spec.trialTemplate.spec.containers[0].command"
     if not container.command:
@@ -126,8 +138,14 @@ def local_problems(study: TuningStudy) -> list[SpecProblem]:
 
 
 def spec_fingerprint(study: TuningStudy) -> str:
-    """Identity of what a study *means*: everything but the budget, which may change."""
-    document = study.spec.model_dump(mode="json", by_alias=True, exclude={"budget"})
+    """Identity of what a study *means*: everything but the budget, which may change.
+
+    `trialTemplate.replicas` is left out: it is always 1 here (larger is refused), and
+    a study.db written before the field existed must still resume.
+    """
+    document = study.spec.model_dump(
+        mode="json", by_alias=True, exclude={"budget": True, "trial_template": {"replicas"}}
+    )
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:16]
 
 
