@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rheostat import lr_phase, objectives, warm_start
-from rheostat.backends.kubernetes import distributed
+from rheostat.backends.kubernetes import distributed, queueing
 from rheostat.backends.kubernetes import manifests as build
-from rheostat.backends.kubernetes import queueing
 from rheostat.backends.kubernetes.ask_worker import AskBackend
 from rheostat.backends.kubernetes.children import Children
 from rheostat.backends.kubernetes.gp_worker import ask_backend
