@@ -407,3 +407,37 @@ def test_the_chart_grants_read_only_workloads_and_default_queue_only_when_asked(
         "gpus",
         "low",
     )
+
+
+def test_a_multi_pod_trial_is_one_workload_admitted_whole(
+    admin_api: client.ApiClient, namespace: str, queue: Queue, operator: OperatorProcess
+) -> None:
+    """Issue 20 under Kueue: two one-GPU pods per trial behind 2 GPUs of quota. Each
+    trial's Indexed Job is one Workload of 2 pods, so one trial runs at a time, whole."""
+    name = queue()
+    document = gpu_study(
+        "mpq", name, {"maxTrials": 2, "parallelism": 2}, "--steps", "6", "--step-seconds", "0.3"
+    )
+    document["spec"]["trialTemplate"]["replicas"] = 2
+    create_study(admin_api, namespace, document)
+    most = {"admitted": 0}
+
+    def ended() -> dict[str, Any] | None:
+        most["admitted"] = max(most["admitted"], len(admitted_jobs(admin_api, namespace, "mpq")))
+        study = get_study(admin_api, namespace, "mpq")
+        return (
+            study if (study.get("status") or {}).get("phase") in {"Succeeded", "Failed"} else None
+        )
+
+    study = wait_for(ended, 300, "the two-pod study behind the quota to end")
+    assert study["status"]["phase"] == "Succeeded", study["status"]
+    assert most["admitted"] == 1, "two 2-GPU trials were admitted at once on 2 GPUs"
+    batch = client.BatchV1Api(admin_api)
+    custom = client.CustomObjectsApi(admin_api)
+    for number in (0, 1):
+        uid = batch.read_namespaced_job(f"mpq-t{number}", namespace).metadata.uid
+        workloads = custom.list_namespaced_custom_object(
+            *KUEUE, namespace, "workloads", label_selector=f"kueue.x-k8s.io/job-uid={uid}"
+        )["items"]
+        assert len(workloads) == 1, workloads
+        assert [s["count"] for s in workloads[0]["spec"]["podSets"]] == [2]
