@@ -208,3 +208,19 @@ def test_a_local_study_db_from_before_replicas_existed_still_resumes() -> None:
     assert spec_fingerprint(study_from_mapping(document)) == "fb5e379ca7f16401"
     document["spec"]["trialTemplate"]["replicas"] = 1
     assert spec_fingerprint(study_from_mapping(document)) == "fb5e379ca7f16401"
+
+
+def test_a_stopped_multi_pod_trial_takes_every_rank_with_its_job() -> None:
+    """A trial the tuner stops (pruned, or here timed out) loses its Job; with it, by
+    the garbage collector, every rank's pod: none runs on after its trial ended."""
+    op = Operator()
+    op.apply(distributed_study(replicas=3, trialTimeout=100))
+    op.reconcile()
+    run_ranks(op, "syn-t0", 3)
+    op.reconcile()
+    op.server.now += 150
+    op.reconcile()
+    assert op.server.get(JOBS, NS, "syn-t0") is None
+    op.server.collect_garbage()
+    assert [p["metadata"]["name"] for p in op.server.of("pods", NS)] == []
+    assert op.trial(0)["status"]["state"] == "Failed"
