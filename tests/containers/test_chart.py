@@ -184,7 +184,8 @@ def test_a_deleted_trial_pod_and_a_deleted_operator_pod_lose_nothing(
 
     study = wait_finished(custom, namespace, "drain")
     found = trials(custom, namespace, "drain")
-    assert study["status"]["phase"] == "Succeeded", [t["status"] for t in found]
+    why = {k: study["status"].get(k) for k in ("reason", "conditions", "trials")}
+    assert study["status"]["phase"] == "Succeeded", (why, [t["status"] for t in found])
     counted = [t for t in found if t["status"].get("kind", "counted") == "counted"]
     assert len(counted) == 6
     assert all(t["status"]["state"] == "Complete" for t in counted)

@@ -33,6 +33,9 @@ def test_a_non_finite_lr_curve_does_not_stall_the_study(
         args=["--fault", "nan", "--fault-on-trial", "-1"],
         budget={"maxTrials": 2, "parallelism": 2},
     )
+    # The trainer injects the NaN half way through the sweep: from 1e-4 that is after
+    # the synthetic curve's descent (a flat curve gives no advice, MIN_DESCENT).
+    document["spec"]["lrRangeTest"]["minLr"] = 1e-4
     create_study(admin_api, namespace, document)
     study = wait_for_phase(
         admin_api, namespace, "nancurve", {"Succeeded", "Failed"}, seconds=120, operator=operator

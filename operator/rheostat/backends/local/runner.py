@@ -141,10 +141,18 @@ def spec_fingerprint(study: TuningStudy) -> str:
     """Identity of what a study *means*: everything but the budget, which may change.
 
     `trialTemplate.replicas` is left out: it is always 1 here (larger is refused), and
-    a study.db written before the field existed must still resume.
+    a study.db written before the field existed must still resume. So are `queue` and
+    `priorityClass` (Kueue's; a local run has no queue).
     """
     document = study.spec.model_dump(
-        mode="json", by_alias=True, exclude={"budget": True, "trial_template": {"replicas"}}
+        mode="json",
+        by_alias=True,
+        exclude={
+            "budget": True,
+            "queue": True,
+            "priority_class": True,
+            "trial_template": {"replicas"},
+        },
     )
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:16]
 
