@@ -32,6 +32,7 @@ cpython gh-115634, hence the pool-level recycling.)
 
 from __future__ import annotations
 
+import abc
 import functools
 import logging
 import multiprocessing
@@ -201,7 +202,7 @@ class _Pool:
             raise AskError("worker_lost", f"the ask worker did not start: {self.failure!r}")
 
 
-class AskBackend:
+class AskBackend(abc.ABC):
     """Where a study's model-based asks run: a process pool here (AskWorker) or the
     GP worker container next to the operator (gp_worker.SocketAskClient).
 
@@ -214,9 +215,9 @@ class AskBackend:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.metrics = AskMetrics(registry or CollectorRegistry())
 
+    @abc.abstractmethod
     def ask(self, request: AskRequest) -> AskReply:
         """The worker's answer, or AskError (the caller falls back to independent sampling)."""
-        raise NotImplementedError
 
     def offload(self, study: optuna.Study, algorithm: AlgorithmSpec, space: SearchSpace) -> None:
         """Route the study's model-based asks through this backend (idempotent).
@@ -229,7 +230,7 @@ class AskBackend:
         factory = functools.partial(spec_sampler, algorithm, space)
         study.sampler = OffloadedSampler(study.sampler, factory, algorithm.seed, self)
 
-    def shutdown(self) -> None:
+    def shutdown(self) -> None:  # noqa: B027 - a no-op for backends that hold nothing
         """Stop asking (operator exit): an ask in flight or waiting falls back."""
 
 
