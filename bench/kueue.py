@@ -24,16 +24,14 @@ import argparse
 import contextlib
 import json
 import statistics
-import subprocess
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kubernetes import client, config, watch
 from tests.cluster.harness import LocalCluster, session_state_dir
-from tests.cluster.kueue import NAMESPACE_LABEL, Kueue
+from tests.cluster.kueue import FLAVOR, NAMESPACE_LABEL, Kueue, apply_objects, quota_objects
 from tests.integration.operator_support import (
     OperatorProcess,
     create_study,
@@ -46,53 +44,6 @@ RESULTS = Path(__file__).parent / "results"
 TRIALS, SECONDS, GPUS, PARALLELISM = 20, 5.0, 2, 4
 STEPS = 10
 NAMESPACE = "bench-kueue"
-
-
-def _apply(kubeconfig: Path, *documents: dict[str, Any]) -> None:
-    subprocess.run(
-        ["kubectl", f"--kubeconfig={kubeconfig}", "apply", "-f", "-"],
-        input=yaml.safe_dump_all(documents),
-        text=True,
-        check=True,
-        capture_output=True,
-    )
-
-
-def _quota(kubeconfig: Path) -> None:
-    version = "kueue.x-k8s.io/v1beta2"
-    _apply(
-        kubeconfig,
-        {"apiVersion": version, "kind": "ResourceFlavor", "metadata": {"name": "default-flavor"}},
-        {
-            "apiVersion": version,
-            "kind": "ClusterQueue",
-            "metadata": {"name": "bench"},
-            "spec": {
-                "namespaceSelector": {},
-                "resourceGroups": [
-                    {
-                        "coveredResources": ["cpu", "memory", "nvidia.com/gpu"],
-                        "flavors": [
-                            {
-                                "name": "default-flavor",
-                                "resources": [
-                                    {"name": "cpu", "nominalQuota": "64"},
-                                    {"name": "memory", "nominalQuota": "256Gi"},
-                                    {"name": "nvidia.com/gpu", "nominalQuota": str(GPUS)},
-                                ],
-                            }
-                        ],
-                    }
-                ],
-            },
-        },
-        {
-            "apiVersion": version,
-            "kind": "LocalQueue",
-            "metadata": {"name": "gpus", "namespace": NAMESPACE},
-            "spec": {"clusterQueue": "bench"},
-        },
-    )
 
 
 class Timeline:
@@ -163,7 +114,7 @@ def run(workdir: Path) -> dict[str, Any]:
         client.CoreV1Api(api).create_namespace(
             {"metadata": {"name": NAMESPACE, "labels": {NAMESPACE_LABEL: "true"}}}
         )
-        _quota(info.kubeconfig)
+        apply_objects(info.kubeconfig, FLAVOR, *quota_objects("bench", "gpus", NAMESPACE, GPUS))
         operator = OperatorProcess(info.kubeconfig, NAMESPACE, workdir / "operator.log")
         operator.start()
         timeline = Timeline(api)

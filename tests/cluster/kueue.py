@@ -68,6 +68,64 @@ def _kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
     return done.stdout
 
 
+API_VERSION = "kueue.x-k8s.io/v1beta2"
+FLAVOR = {
+    "apiVersion": API_VERSION,
+    "kind": "ResourceFlavor",
+    "metadata": {"name": "default-flavor"},
+}
+
+
+def apply_objects(kubeconfig: Path, *documents: dict[str, Any]) -> None:
+    """`kubectl apply` Kueue's objects (queues, flavors, priority classes)."""
+    _kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
+
+
+def quota_objects(
+    cluster_queue: str,
+    local_queue: str,
+    namespace: str,
+    gpus: int,
+    preemption: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """A ClusterQueue of `gpus` nvidia.com/gpu (cpu and memory ample) on FLAVOR, and the
+    namespace's LocalQueue feeding it."""
+    spec: dict[str, Any] = {
+        "namespaceSelector": {},
+        "resourceGroups": [
+            {
+                "coveredResources": ["cpu", "memory", "nvidia.com/gpu"],
+                "flavors": [
+                    {
+                        "name": "default-flavor",
+                        "resources": [
+                            {"name": "cpu", "nominalQuota": "64"},
+                            {"name": "memory", "nominalQuota": "256Gi"},
+                            {"name": "nvidia.com/gpu", "nominalQuota": str(gpus)},
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    if preemption is not None:
+        spec["preemption"] = preemption
+    return [
+        {
+            "apiVersion": API_VERSION,
+            "kind": "ClusterQueue",
+            "metadata": {"name": cluster_queue},
+            "spec": spec,
+        },
+        {
+            "apiVersion": API_VERSION,
+            "kind": "LocalQueue",
+            "metadata": {"name": local_queue, "namespace": namespace},
+            "spec": {"clusterQueue": cluster_queue},
+        },
+    ]
+
+
 def _serving(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.cluster import BinariesMissingError
-from tests.cluster.kueue import NAMESPACE_LABEL, Kueue
+from tests.cluster.kueue import FLAVOR, NAMESPACE_LABEL, Kueue, apply_objects, quota_objects
 from tests.cluster.polling import wait_for
 from tests.integration.conftest import IN_CI, ClusterHandle
 from tests.integration.operator_support import (
@@ -54,34 +53,18 @@ def kueue(cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) -> I
         manager.stop()
 
 
-def _apply(kubeconfig: Path, *documents: dict[str, Any]) -> None:
-    subprocess.run(
-        ["kubectl", f"--kubeconfig={kubeconfig}", "apply", "-f", "-"],
-        input=yaml.safe_dump_all(documents),
-        text=True,
-        check=True,
-        capture_output=True,
-    )
-
-
 def _ensure_cluster_objects(kubeconfig: Path) -> None:
     version = "/".join(KUEUE)
-    _apply(
-        kubeconfig,
-        {"apiVersion": version, "kind": "ResourceFlavor", "metadata": {"name": "default-flavor"}},
+    priority = [
         {
             "apiVersion": version,
             "kind": "WorkloadPriorityClass",
-            "metadata": {"name": "low"},
-            "value": 10,
-        },
-        {
-            "apiVersion": version,
-            "kind": "WorkloadPriorityClass",
-            "metadata": {"name": "high"},
-            "value": 1000,
-        },
-    )
+            "metadata": {"name": n},
+            "value": v,
+        }
+        for n, v in (("low", 10), ("high", 1000))
+    ]
+    apply_objects(kubeconfig, FLAVOR, *priority)
 
 
 Queue = Callable[..., str]
@@ -95,42 +78,11 @@ def queue(
     core = client.CoreV1Api(admin_api)
     core.patch_namespace(namespace, {"metadata": {"labels": {NAMESPACE_LABEL: "true"}}})
     cluster_queue = f"cq-{namespace}"
-    version = "/".join(KUEUE)
 
     def make(local_queue: str = "gpus") -> str:
-        _apply(
-            cluster.kubeconfig,
-            {
-                "apiVersion": version,
-                "kind": "ClusterQueue",
-                "metadata": {"name": cluster_queue},
-                "spec": {
-                    "namespaceSelector": {},
-                    "preemption": {"withinClusterQueue": "LowerPriority"},
-                    "resourceGroups": [
-                        {
-                            "coveredResources": ["cpu", "memory", "nvidia.com/gpu"],
-                            "flavors": [
-                                {
-                                    "name": "default-flavor",
-                                    "resources": [
-                                        {"name": "cpu", "nominalQuota": "64"},
-                                        {"name": "memory", "nominalQuota": "256Gi"},
-                                        {"name": "nvidia.com/gpu", "nominalQuota": "2"},
-                                    ],
-                                }
-                            ],
-                        }
-                    ],
-                },
-            },
-            {
-                "apiVersion": version,
-                "kind": "LocalQueue",
-                "metadata": {"name": local_queue, "namespace": namespace},
-                "spec": {"clusterQueue": cluster_queue},
-            },
-        )
+        lower = {"withinClusterQueue": "LowerPriority"}
+        objects = quota_objects(cluster_queue, local_queue, namespace, 2, preemption=lower)
+        apply_objects(cluster.kubeconfig, *objects)
         return local_queue
 
     yield make
