@@ -26,13 +26,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import lr_advice
 from bench.common import fmt, init_torch_worker, markdown_table, run_jobs, write_json
 from bench.lr_advice import (
     BAND_POINTS,
     FULL,
     HELD_OUT,
     SMOKE,
-    SWEEP,
     WORKLOADS,
     Sizes,
     Workload,
@@ -58,22 +58,20 @@ class Job:
 
 
 def run_job(job: Job) -> dict[str, Any]:
-    """Train one (workload, base, peak, seed) with one-cycle, or run the LR sweep once."""
+    """Train one (workload, base, peak, seed) with one-cycle, or run the LR sweep once
+    (exactly section 6's, :func:`bench.lr_advice.run_job`)."""
     import torch
     from torch import nn
     from torch.optim.lr_scheduler import OneCycleLR
 
     from rheostat_trainer.examples import digits
-    from rheostat_trainer.lr_finder import lr_range_test
 
+    if job.kind == "lr_test":
+        return lr_advice.run_job(lr_advice.Job(job.workload, "lr_test", 0.0, job.seed, 0))
     w = workload(job.workload)
     model, optimizer, (x_train, y_train, x_val, y_val) = _setup(w, job.peak, job.seed)
     shuffle = torch.Generator().manual_seed(job.seed)
     loss_fn = nn.CrossEntropyLoss()
-    if job.kind == "lr_test":
-        stream = digits.endless_batches(x_train, y_train, w.batch_size, shuffle)
-        lrs, losses = lr_range_test(model, optimizer, loss_fn, stream, **SWEEP)  # type: ignore[arg-type]
-        return {"lrs": lrs, "losses": losses}
     steps = job.epochs * (len(x_train) // w.batch_size + 1)
     scheduler = OneCycleLR(
         optimizer, max_lr=job.peak, total_steps=steps, div_factor=job.peak / job.base
