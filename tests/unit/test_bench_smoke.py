@@ -149,12 +149,11 @@ def test_sampler_latency_has_every_sampler(smoke_results: Path) -> None:
     assert all(r["median_seconds_per_ask"] > 0 for r in measured)
 
 
-@pytest.mark.slow
-def test_lr_advice_scores_every_rule(tmp_path: Path) -> None:
-    """bench/lr_advice.py --smoke: ground-truth grid, LR tests, scoring and cost, end to end."""
+def _smoke(module: str, out: Path) -> None:
+    """`python -m bench.<module> --smoke --out <out>`, outside any study's environment."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RHEOSTAT_")}
     result = subprocess.run(
-        [sys.executable, "-m", "bench.lr_advice", "--smoke", "--out", str(tmp_path)],
+        [sys.executable, "-m", f"bench.{module}", "--smoke", "--out", str(out)],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -163,6 +162,12 @@ def test_lr_advice_scores_every_rule(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+
+
+@pytest.mark.slow
+def test_lr_advice_scores_every_rule(tmp_path: Path) -> None:
+    """bench/lr_advice.py --smoke: ground-truth grid, LR tests, scoring and cost, end to end."""
+    _smoke("lr_advice", tmp_path)
     summary = _load(tmp_path / "lr_advice.json")
     assert set(summary["summary"]) == {"valley", "steep", "minimum", "slide"}
     assert len(summary["workloads"]) >= 4
@@ -177,17 +182,7 @@ def test_lr_advice_scores_every_rule(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_lr_schedule_scores_the_advised_peak(tmp_path: Path) -> None:
     """bench/lr_schedule.py --smoke: one-cycle grid, LR tests, advised schedules, scoring."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RHEOSTAT_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.lr_schedule", "--smoke", "--out", str(tmp_path)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    _smoke("lr_schedule", tmp_path)
     summary = _load(tmp_path / "lr_schedule.json")
     assert len(summary["workloads"]) >= 4
     for workload in summary["workloads"]:
